@@ -1,0 +1,55 @@
+# sfu: one-command set-up on Debian 12 / Ubuntu.
+#   make run    system packages (when root), venv, build, then `sfu serve` on its defaults
+#   make test   the same set-up, then the whole suite (unit, sim, integration, e2e with real clients)
+#   make build  the set-up alone: .venv with `sfu` on its bin/
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+# Debian packages: compiler and OpenSSL headers for the fast path; Chromium, GStreamer and Redis for
+# the real-client tests; iproute2 and nftables for the network-namespace tests.
+SYSTEM_PACKAGES := build-essential pkg-config libssl-dev python3-venv python3-dev \
+	chromium gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice \
+	python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
+	redis-server iproute2 nftables procps
+
+.PHONY: all build run test system-deps clean fastpath lint
+
+all: build
+
+system-deps: .stamp-system
+.stamp-system:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			echo "installing system packages: $$missing"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		fi; \
+	else \
+		echo "not root (or no apt-get): skipping system packages; needed: $(SYSTEM_PACKAGES)"; \
+	fi
+	@touch $@
+
+$(VENV)/.stamp-venv: pyproject.toml setup.py | .stamp-system
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel Cython
+	$(PIP) install -q --no-build-isolation -e '.[test,uvloop]'
+	@touch $@
+
+fastpath: $(VENV)/.stamp-venv
+	$(PY) setup.py -q build_ext --inplace
+
+build: fastpath
+	@$(VENV)/bin/sfu --version
+
+run: build
+	$(VENV)/bin/sfu serve
+
+test: build
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	rm -rf build *.egg-info sfu/_fastpath.c sfu/_fastpath*.so .stamp-system $(VENV)

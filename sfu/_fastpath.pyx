@@ -1,0 +1,1234 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The per-packet work of sfu: receive, demultiplex, SRTP, RTP rewrite, fan-out, batched send.
+
+Rule (DESIGN.md "The fast path"): whatever runs for each packet and each subscriber lives here, as
+C-level code with no Python call and no Python object per packet; every decision (a few times a
+second per stream) stays in Python, which configures the objects below and polls their counters.
+
+What drives it:
+- `Router.on_readable(now)`: the asyncio shell calls it when the shared UDP socket is readable. It
+  drains the socket with `recvmmsg`, classifies each datagram (RFC 7983 first byte), and for SRTP
+  from a known address unprotects, sniffs keyframes and fans the packet out to every subscribed
+  `OutTrack` (rewrite SSRC / payload type / sequence number / timestamp / header-extension ids,
+  stamp the transport-wide sequence number, protect), queueing datagrams for one `sendmmsg`.
+  Everything else (STUN, DTLS, SRTCP, RTP with an SSRC nobody bound yet) is returned to Python as
+  a short list of `(kind, endpoint_or_None, data, addr)` tuples: rare traffic, cheap to hand over.
+- `Router.inject(stream, packet, now)`: Python re-feeds a plaintext RTP packet (the first packet
+  of an SSRC it has just bound) into the same fan-out.
+- Python changes state only when it decides something: binding SSRCs, attaching subscriptions,
+  setting keys and paths, requesting a re-base at the next keyframe.
+
+Drops are counted by reason in `Router.drops` / per object counters; Python exports them.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.ref cimport PyObject
+from libc.errno cimport EINTR, errno
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp, memcpy, memmove, memset
+
+include "_srtp.pxi"
+
+# ---------------------------------------------------------------------------------------------
+# libc sockets
+# ---------------------------------------------------------------------------------------------
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
+    int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    int AF_INET
+    int AF_INET6
+    int MSG_DONTWAIT
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct in6_addr:
+        unsigned char s6_addr[16]
+    struct sockaddr_in:
+        sa_family_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    uint16_t htons(uint16_t)
+    uint16_t ntohs(uint16_t)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    int inet_pton(int af, const char *src, void *dst)
+
+# ---------------------------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------------------------
+
+DEF BATCH = 64                 # datagrams per recvmmsg / sendmmsg call
+DEF MAX_DGRAM = 1500           # receive buffer per datagram (larger datagrams are truncated: dropped)
+DEF OUT_CAPACITY = 1536        # per outgoing datagram buffer (room for SRTP tag and added extensions)
+DEF MAX_READ_PER_WAKEUP = 512  # fairness: return to the event loop after this many datagrams
+DEF MAX_SSRCS = 32             # incoming SSRCs bound per endpoint
+DEF ADDR_TABLE_MIN = 1024
+DEF SEQ_BASE = 4294967296          # 2**32: extended numbers start here so offsets never go negative
+DEF TS_BASE = 1099511627776         # 2**40
+DEF INDEX_MASK = 281474976710655    # 2**48 - 1: SRTP packet index
+
+# Payload kinds sniffed for keyframes.
+cdef enum:
+    C_AUDIO = 0
+    C_VP8 = 1
+    C_VP9 = 2
+    C_H264 = 3
+    C_AV1 = 4
+
+CODEC_AUDIO = C_AUDIO
+CODEC_VP8 = C_VP8
+CODEC_VP9 = C_VP9
+CODEC_H264 = C_H264
+CODEC_AV1 = C_AV1
+
+# Datagram kinds handed to Python.
+KIND_STUN = "stun"
+KIND_DTLS = "dtls"
+KIND_RTCP = "rtcp"
+KIND_RTP_UNBOUND = "rtp-unbound"
+
+# Drop reasons (index into the Router's counter array). Keep in sync with DROP_REASONS.
+DEF D_UNKNOWN_ADDRESS = 0
+DEF D_NOT_READY = 1
+DEF D_SRTP_AUTH = 2
+DEF D_SRTP_REPLAY = 3
+DEF D_SRTP_OTHER = 4
+DEF D_MALFORMED_RTP = 5
+DEF D_UNKNOWN_FIRST_BYTE = 6
+DEF D_TRUNCATED = 7
+DEF D_PADDING_ONLY = 8
+DEF D_SRTCP_AUTH = 9
+DEF D_SRTCP_OTHER = 10
+DEF D_SEND_FAILED = 11
+DEF D_RTX_MALFORMED = 12
+DEF N_DROPS = 13
+
+DROP_REASONS = (
+    "unknown-address", "not-ready", "srtp-auth", "srtp-replay", "srtp-other", "malformed-rtp",
+    "unknown-first-byte", "truncated", "padding-only", "srtcp-auth", "srtcp-other", "send-failed",
+    "rtx-malformed",
+)
+
+# OutTrack drop reasons (per subscription).
+DEF O_WAIT_KEYFRAME = 0
+DEF O_PAUSED = 1
+DEF O_BEFORE_START = 2
+DEF O_NO_PATH = 3
+DEF O_PROTECT_FAILED = 4
+DEF O_TOO_LARGE = 5
+DEF N_ODROPS = 6
+
+OUT_DROP_REASONS = ("waiting-keyframe", "paused", "before-start", "no-path", "protect-failed", "too-large")
+
+TWCC_RING = 4096               # transport-wide arrival records kept per endpoint (power of two)
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+cdef inline uint16_t rd16(const uint8_t *p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+cdef inline uint32_t rd32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline void wr16(uint8_t *p, uint16_t v) noexcept nogil:
+    p[0] = v >> 8
+    p[1] = v & 0xFF
+
+cdef inline void wr32(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = v >> 24
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+cdef inline int64_t unwrap16(uint64_t highest, uint16_t value) noexcept nogil:
+    """Extend a 16-bit sequence number against the highest extended one seen (RFC 3550 A.1)."""
+    cdef int16_t diff = <int16_t>(value - <uint16_t>highest)
+    return <int64_t>highest + diff
+
+cdef inline int64_t unwrap32(uint64_t highest, uint32_t value) noexcept nogil:
+    cdef int32_t diff = <int32_t>(value - <uint32_t>highest)
+    return <int64_t>highest + diff
+
+
+cdef struct RtpView:
+    int header_len        # fixed header + CSRCs + extension block
+    int payload_off
+    int payload_len       # without padding
+    int ext_off           # offset of the extension block's elements (0 if none)
+    int ext_len           # bytes of extension elements
+    uint16_t ext_profile  # 0xBEDE one-byte, 0x1000 two-byte
+    uint8_t pt
+    bint marker
+    uint16_t seq
+    uint32_t ts
+    uint32_t ssrc
+
+
+cdef inline int parse_rtp(const uint8_t *p, int n, RtpView *v) noexcept nogil:
+    """RFC 3550 §5.1 header view. Returns 0 or -1 when malformed."""
+    cdef int cc, off, ext_words, pad
+    if n < 12 or (p[0] >> 6) != 2:
+        return -1
+    cc = p[0] & 0x0F
+    off = 12 + 4 * cc
+    if off > n:
+        return -1
+    v.ext_off = 0
+    v.ext_len = 0
+    v.ext_profile = 0
+    if p[0] & 0x10:
+        if off + 4 > n:
+            return -1
+        v.ext_profile = rd16(p + off)
+        ext_words = rd16(p + off + 2)
+        v.ext_off = off + 4
+        v.ext_len = ext_words * 4
+        off = off + 4 + ext_words * 4
+        if off > n:
+            return -1
+    pad = 0
+    if p[0] & 0x20:
+        if n <= off:
+            return -1
+        pad = p[n - 1]
+        if pad == 0 or off + pad > n:
+            return -1
+    v.header_len = off
+    v.payload_off = off
+    v.payload_len = n - off - pad
+    v.pt = p[1] & 0x7F
+    v.marker = (p[1] & 0x80) != 0
+    v.seq = rd16(p + 2)
+    v.ts = rd32(p + 4)
+    v.ssrc = rd32(p + 8)
+    return 0
+
+
+cdef inline int find_extension(const uint8_t *p, RtpView *v, int ext_id, int *length) noexcept nogil:
+    """RFC 8285 lookup: offset of extension `ext_id`'s data, or -1."""
+    cdef int i = v.ext_off, end = v.ext_off + v.ext_len, eid, elen
+    if ext_id <= 0 or v.ext_off == 0:
+        return -1
+    if v.ext_profile == 0xBEDE:
+        while i < end:
+            if p[i] == 0:
+                i += 1
+                continue
+            eid = p[i] >> 4
+            elen = (p[i] & 0x0F) + 1
+            if eid == 15:
+                return -1
+            if i + 1 + elen > end:
+                return -1
+            if eid == ext_id:
+                length[0] = elen
+                return i + 1
+            i += 1 + elen
+    elif (v.ext_profile & 0xFFF0) == 0x1000:
+        while i < end:
+            if p[i] == 0:
+                i += 1
+                continue
+            if i + 2 > end:
+                return -1
+            eid = p[i]
+            elen = p[i + 1]
+            if i + 2 + elen > end:
+                return -1
+            if eid == ext_id:
+                length[0] = elen
+                return i + 2
+            i += 2 + elen
+    return -1
+
+
+cdef int sniff_keyframe(const uint8_t *p, int n, int codec) noexcept nogil:
+    """1 if this payload starts a keyframe (the point a decoder can start from), else 0."""
+    cdef int i, nal, size, off
+    if n <= 0:
+        return 0
+    if codec == C_VP8:
+        # RFC 7741 §4.2 payload descriptor, §4.3 payload header (P bit 0 = key frame).
+        i = 1
+        if p[0] & 0x80:
+            if n < 2:
+                return 0
+            off = 2
+            if p[1] & 0x80:
+                if n <= off:
+                    return 0
+                off += 2 if (p[off] & 0x80) else 1
+            if p[1] & 0x40:
+                off += 1
+            if p[1] & 0x30:
+                off += 1
+            i = off
+        if not (p[0] & 0x10) or (p[0] & 0x07) != 0 or i >= n:
+            return 0
+        return 1 if (p[i] & 0x01) == 0 else 0
+    if codec == C_H264:
+        # RFC 6184: single NAL 1-23, STAP-A 24, FU-A 28. IDR = 5, SPS = 7.
+        nal = p[0] & 0x1F
+        if nal == 5 or nal == 7:
+            return 1
+        if nal == 24:
+            i = 1
+            while i + 2 < n:
+                size = rd16(p + i)
+                if size == 0 or i + 2 + size > n:
+                    return 0
+                nal = p[i + 2] & 0x1F
+                if nal == 5 or nal == 7:
+                    return 1
+                i += 2 + size
+            return 0
+        if nal == 28 and n >= 2:
+            return 1 if ((p[1] & 0x80) and (p[1] & 0x1F) == 5) else 0
+        return 0
+    if codec == C_VP9:
+        # draft-ietf-payload-vp9 §4.2: I P L F B E V Z; key picture start = P 0, B 1, spatial id 0.
+        if (p[0] & 0x40) or not (p[0] & 0x08):
+            return 0
+        if p[0] & 0x20:
+            off = 1
+            if p[0] & 0x80:
+                if n < 2:
+                    return 0
+                off += 2 if (p[1] & 0x80) else 1
+            if n <= off:
+                return 0
+            if ((p[off] >> 1) & 0x07) != 0:
+                return 0
+        return 1
+    if codec == C_AV1:
+        # AV1 RTP spec §4.4 aggregation header Z Y W W N: N = first packet of a coded video sequence.
+        return 1 if (p[0] & 0x08) else 0
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Address keys: one C hash table maps a remote transport address to its Endpoint
+# ---------------------------------------------------------------------------------------------
+
+cdef struct AddrKey:
+    uint8_t ip[16]      # IPv4 stored as IPv4-mapped IPv6
+    uint16_t port
+    uint8_t used        # 0 empty, 1 used, 2 deleted
+
+cdef inline int sockaddr_key(const sockaddr_storage *sa, AddrKey *k) noexcept nogil:
+    cdef const sockaddr_in *s4
+    cdef const sockaddr_in6 *s6
+    memset(k, 0, sizeof(AddrKey))
+    if sa.ss_family == AF_INET:
+        s4 = <const sockaddr_in *>sa
+        k.ip[10] = 0xFF
+        k.ip[11] = 0xFF
+        memcpy(&k.ip[12], &s4.sin_addr, 4)
+        k.port = ntohs(s4.sin_port)
+        return 0
+    if sa.ss_family == AF_INET6:
+        s6 = <const sockaddr_in6 *>sa
+        memcpy(k.ip, &s6.sin6_addr, 16)
+        k.port = ntohs(s6.sin6_port)
+        return 0
+    return -1
+
+cdef inline uint32_t key_hash(const AddrKey *k) noexcept nogil:
+    cdef uint32_t h = 2166136261u
+    cdef int i
+    for i in range(16):
+        h = (h ^ k.ip[i]) * 16777619u
+    h = (h ^ (k.port & 0xFF)) * 16777619u
+    h = (h ^ (k.port >> 8)) * 16777619u
+    return h
+
+
+cdef object addr_to_tuple(const sockaddr_storage *sa, int family):
+    """Python (host, port) for the slow path: the form socket.sendto takes on our socket's family."""
+    cdef char buf[64]
+    cdef const sockaddr_in *s4
+    cdef const sockaddr_in6 *s6
+    if sa.ss_family == AF_INET:
+        s4 = <const sockaddr_in *>sa
+        inet_ntop(AF_INET, &s4.sin_addr, buf, 64)
+        return (buf.decode("ascii"), ntohs(s4.sin_port))
+    s6 = <const sockaddr_in6 *>sa
+    inet_ntop(AF_INET6, &s6.sin6_addr, buf, 64)
+    return (buf.decode("ascii"), ntohs(s6.sin6_port), 0, s6.sin6_scope_id)
+
+
+cdef int tuple_to_sockaddr(object addr, int family, sockaddr_storage *out, socklen_t *outlen) except -1:
+    """Fill a sockaddr of the socket's family from a (host, port[, ...]) tuple."""
+    cdef bytes host = str(addr[0]).encode("ascii")
+    cdef int port = int(addr[1])
+    cdef sockaddr_in *s4
+    cdef sockaddr_in6 *s6
+    cdef uint8_t v4[4]
+    memset(out, 0, sizeof(sockaddr_storage))
+    if family == AF_INET:
+        s4 = <sockaddr_in *>out
+        s4.sin_family = AF_INET
+        s4.sin_port = htons(port)
+        if inet_pton(AF_INET, host, &s4.sin_addr) != 1:
+            raise ValueError(f"not an IPv4 address: {addr[0]!r}")
+        outlen[0] = sizeof(sockaddr_in)
+        return 0
+    s6 = <sockaddr_in6 *>out
+    s6.sin6_family = AF_INET6
+    s6.sin6_port = htons(port)
+    if inet_pton(AF_INET6, host, &s6.sin6_addr) != 1:
+        if inet_pton(AF_INET, host, v4) != 1:
+            raise ValueError(f"not an IP address: {addr[0]!r}")
+        memset(&s6.sin6_addr, 0, 16)
+        s6.sin6_addr.s6_addr[10] = 0xFF
+        s6.sin6_addr.s6_addr[11] = 0xFF
+        memcpy(&s6.sin6_addr.s6_addr[12], v4, 4)
+    if len(addr) >= 4:
+        s6.sin6_scope_id = int(addr[3])
+    outlen[0] = sizeof(sockaddr_in6)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoint: the media transport of one peer (one client or node)
+# ---------------------------------------------------------------------------------------------
+
+cdef class Endpoint:
+    """SRTP contexts, the selected remote address and the bound incoming SSRCs of one peer.
+
+    Python sets keys (`set_srtp`) when DTLS completes, the path (`set_path`) when ICE selects or
+    moves it, and binds incoming SSRCs (`bind`) when it recognises a new stream. The loop reads.
+    """
+
+    cdef public object owner                 # the Python peer (opaque here)
+    cdef SrtpContext rx
+    cdef SrtpContext tx
+    cdef sockaddr_storage path
+    cdef socklen_t path_len
+    cdef bint has_path
+    cdef uint32_t ssrcs[MAX_SSRCS]
+    cdef list streams                        # InStream per bound SSRC, same index as ssrcs
+    cdef int nssrcs
+    cdef public uint64_t twcc_next           # next transport-wide sequence number we send
+    cdef public uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, rtcp_in, rtcp_out
+    cdef public uint64_t srtp_auth_failures, unbound_packets
+    # transport-wide CC arrivals of incoming media (draft-holmer-rmcat-transport-wide-cc-extensions)
+    cdef int twcc_id                          # the peer's id for the transport-cc extension (0: none)
+    cdef uint16_t *twcc_seq
+    cdef int64_t *twcc_arrival_us
+    cdef public uint64_t twcc_written, twcc_read
+
+    def __cinit__(self):
+        self.streams = []
+        self.nssrcs = 0
+        self.has_path = False
+        self.twcc_seq = <uint16_t *>calloc(TWCC_RING, sizeof(uint16_t))
+        self.twcc_arrival_us = <int64_t *>calloc(TWCC_RING, sizeof(int64_t))
+        if self.twcc_seq == NULL or self.twcc_arrival_us == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.twcc_seq)
+        free(self.twcc_arrival_us)
+
+    def __init__(self, owner=None):
+        self.owner = owner
+
+    def set_srtp(self, SrtpContext rx, SrtpContext tx):
+        self.rx = rx
+        self.tx = tx
+
+    @property
+    def ready(self) -> bool:
+        return self.rx is not None and self.tx is not None and self.has_path
+
+    def set_transport_cc(self, int ext_id):
+        """The extension id this peer uses for transport-wide sequence numbers on what it sends us."""
+        self.twcc_id = ext_id
+
+    def bind(self, uint32_t ssrc, InStream stream):
+        """Route incoming RTP with `ssrc` to `stream` (replaces an earlier binding)."""
+        cdef int i
+        for i in range(self.nssrcs):
+            if self.ssrcs[i] == ssrc:
+                self.streams[i] = stream
+                return
+        if self.nssrcs >= MAX_SSRCS:
+            raise OverflowError("too many SSRCs on one endpoint")
+        self.ssrcs[self.nssrcs] = ssrc
+        self.streams.append(stream)
+        self.nssrcs += 1
+
+    def unbind_all(self):
+        self.nssrcs = 0
+        self.streams = []
+
+    def take_twcc(self):
+        """Arrivals recorded since the last call: list of (transport_seq16, arrival_us)."""
+        cdef list out = []
+        cdef uint64_t i
+        if self.twcc_written - self.twcc_read > TWCC_RING:
+            self.twcc_read = self.twcc_written - TWCC_RING
+        i = self.twcc_read
+        while i < self.twcc_written:
+            out.append((self.twcc_seq[i & (TWCC_RING - 1)], self.twcc_arrival_us[i & (TWCC_RING - 1)]))
+            i += 1
+        self.twcc_read = self.twcc_written
+        return out
+
+    cdef inline InStream lookup(self, uint32_t ssrc):
+        cdef int i
+        for i in range(self.nssrcs):
+            if self.ssrcs[i] == ssrc:
+                return <InStream>PyList_GET_ITEM(self.streams, i)
+        return None
+
+    def protect_rtcp(self, bytes packet) -> bytes:
+        if self.tx is None:
+            raise RuntimeError("no SRTP keys yet")
+        self.rtcp_out += 1
+        return self.tx.protect_rtcp_packet(packet)
+
+    def protect_rtp(self, bytes packet) -> bytes:
+        if self.tx is None:
+            raise RuntimeError("no SRTP keys yet")
+        return self.tx.protect(packet)
+
+
+# ---------------------------------------------------------------------------------------------
+# InStream: one incoming RTP stream (an SSRC of a publisher's track / simulcast layer)
+# ---------------------------------------------------------------------------------------------
+
+cdef class InStream:
+    """State of one incoming SSRC: sequence/timestamp unwrap, keyframe sniffing, its subscribers.
+
+    A stream bound as RTX (`rtx_of` set) is decapsulated (RFC 4588 §4: OSN first two payload
+    bytes) and processed as a packet of its media stream.
+    """
+
+    cdef public object owner
+    cdef public uint32_t ssrc
+    cdef public int codec
+    cdef public int payload_type
+    cdef public int clock_rate
+    cdef InStream media                      # for an RTX stream: the stream it repairs
+    cdef list outs                           # OutTrack subscribers
+    cdef public bint started
+    cdef public uint64_t highest_seq         # extended
+    cdef public uint64_t first_seq
+    cdef public uint64_t highest_ts          # extended
+    cdef public uint64_t packets, bytes, keyframes, padding, rtx_packets, duplicates_hint
+    cdef public double last_packet_at
+    cdef public double last_keyframe_at
+    cdef public double jitter                # RFC 3550 §6.4.1 interarrival jitter, timestamp units
+    cdef double last_transit
+    cdef public uint32_t last_ts
+    # publisher's extension ids for the ones the loop reads
+    cdef public int ext_audio_level, ext_video_orientation, ext_dd
+
+    def __init__(self, owner=None, uint32_t ssrc=0, int codec=0, int payload_type=0,
+                 int clock_rate=90000):
+        self.owner = owner
+        self.ssrc = ssrc
+        self.codec = codec
+        self.payload_type = payload_type
+        self.clock_rate = clock_rate
+        self.outs = []
+        self.started = False
+
+    def set_rtx_of(self, InStream media):
+        self.media = media
+
+    @property
+    def subscribers(self):
+        return list(self.outs)
+
+    def add(self, OutTrack out):
+        if out not in self.outs:
+            self.outs.append(out)
+
+    def remove(self, OutTrack out):
+        if out in self.outs:
+            self.outs.remove(out)
+
+    @property
+    def expected(self) -> int:
+        return (self.highest_seq - self.first_seq + 1) if self.started else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# OutTrack: one track as forwarded to one subscriber
+# ---------------------------------------------------------------------------------------------
+
+cdef class OutTrack:
+    """Rewrite state of one subscription: what the viewer sees is one continuous RTP stream.
+
+    Sequence numbers and timestamps are 64-bit inside (out = in + offset); a re-base (new
+    subscriber, publisher reconnect, layer switch) recomputes the offsets at the first packet that
+    passes the gate so the viewer's numbers stay continuous and monotonic.
+    """
+
+    cdef public object owner
+    cdef Endpoint ep
+    cdef public uint32_t ssrc
+    cdef public int payload_type
+    cdef public int clock_rate
+    cdef uint8_t ext_map[256]                # publisher extension id -> viewer id (0: strip)
+    cdef public int twcc_id                  # viewer id for transport-wide-cc (0: none)
+    cdef public int abs_send_time_id         # viewer id for abs-send-time (0: none)
+    cdef public bint video
+    cdef public bint need_keyframe
+    cdef public bint paused
+    cdef bint rebase
+    cdef public bint has_out
+    cdef int64_t seq_offset
+    cdef int64_t ts_offset
+    cdef uint64_t start_in_seq
+    cdef public uint64_t last_out_seq        # extended
+    cdef public uint64_t last_out_ts         # extended
+    cdef public double last_out_at
+    cdef public uint64_t packets, bytes, keyframes_forwarded
+    cdef uint64_t odrops[N_ODROPS]
+    cdef public uint32_t last_in_ts          # source timestamp of the last forwarded packet
+    cdef public bint keyframe_wanted         # set when gated on a keyframe: Python polls it
+
+    def __init__(self, Endpoint ep, uint32_t ssrc, int payload_type, int clock_rate, bint video,
+                 uint16_t initial_seq=0, uint32_t initial_ts=0, owner=None):
+        self.ep = ep
+        self.owner = owner
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.clock_rate = clock_rate
+        self.video = video
+        self.need_keyframe = video
+        self.rebase = True
+        self.has_out = False
+        self.last_out_seq = SEQ_BASE + initial_seq - 1   # headroom so offsets stay positive-safe
+        self.last_out_ts = TS_BASE + initial_ts
+        memset(self.ext_map, 0, 256)
+        memset(self.odrops, 0, sizeof(self.odrops))
+
+    def map_extension(self, int source_id, int viewer_id):
+        """Forward the publisher's extension `source_id` to the viewer as `viewer_id` (0: strip)."""
+        if not 0 < source_id < 256 or not 0 <= viewer_id < 256:
+            raise ValueError("extension ids are 1..255")
+        self.ext_map[source_id] = viewer_id
+
+    def clear_extensions(self):
+        memset(self.ext_map, 0, 256)
+
+    def request_rebase(self, bint need_keyframe=True):
+        """Recompute offsets at the next packet that passes the gate (publisher changed, switch)."""
+        self.rebase = True
+        self.need_keyframe = need_keyframe and self.video
+
+    @property
+    def drops(self) -> dict:
+        return {OUT_DROP_REASONS[i]: self.odrops[i] for i in range(N_ODROPS) if self.odrops[i]}
+
+    @property
+    def endpoint(self):
+        return self.ep
+
+    @property
+    def seq_offset(self) -> int:
+        return self.seq_offset
+
+    @property
+    def ts_offset(self) -> int:
+        """Add to a source extended timestamp (modulo 2**32) to get the viewer's timestamp."""
+        return self.ts_offset
+
+    def out_timestamp_at(self, double now) -> int:
+        """The viewer-side RTP timestamp that corresponds to `now` (for sender reports)."""
+        if not self.has_out:
+            return 0
+        return <uint32_t>((self.last_out_ts + <uint64_t>((now - self.last_out_at) * self.clock_rate
+                                                          if now > self.last_out_at else 0)) & 0xFFFFFFFF)
+
+
+# ---------------------------------------------------------------------------------------------
+# Router: the socket loop
+# ---------------------------------------------------------------------------------------------
+
+cdef class Router:
+    """Owns the receive/send batches of the shared UDP socket and the address table."""
+
+    cdef int fd
+    cdef int family
+    cdef AddrKey *keys
+    cdef PyObject **values                   # borrowed: `self.endpoints_by_key` holds references
+    cdef dict endpoints_by_key
+    cdef uint32_t cap
+    cdef uint32_t count
+    cdef uint32_t tombstones
+    # receive batch
+    cdef mmsghdr rmsgs[BATCH]
+    cdef iovec riov[BATCH]
+    cdef sockaddr_storage raddrs[BATCH]
+    cdef uint8_t *rbuf
+    # send batch
+    cdef mmsghdr smsgs[BATCH]
+    cdef iovec siov[BATCH]
+    cdef sockaddr_storage saddrs[BATCH]
+    cdef uint8_t *sbuf
+    cdef int npending
+    cdef uint64_t drops[N_DROPS]
+    cdef public uint64_t datagrams_in, datagrams_out, bytes_in, bytes_out, send_calls, wakeups
+    cdef public uint64_t forwarded, injected
+    cdef double now
+
+    def __cinit__(self):
+        self.rbuf = <uint8_t *>calloc(BATCH, MAX_DGRAM)
+        self.sbuf = <uint8_t *>calloc(BATCH, OUT_CAPACITY)
+        self.cap = ADDR_TABLE_MIN
+        self.keys = <AddrKey *>calloc(self.cap, sizeof(AddrKey))
+        self.values = <PyObject **>calloc(self.cap, sizeof(PyObject *))
+        if self.rbuf == NULL or self.sbuf == NULL or self.keys == NULL or self.values == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.rbuf)
+        free(self.sbuf)
+        free(self.keys)
+        free(self.values)
+
+    def __init__(self, int fd, int family):
+        cdef int i
+        self.fd = fd
+        self.family = family
+        self.endpoints_by_key = {}
+        self.npending = 0
+        memset(self.drops, 0, sizeof(self.drops))
+        for i in range(BATCH):
+            self.riov[i].iov_base = self.rbuf + i * MAX_DGRAM
+            self.riov[i].iov_len = MAX_DGRAM
+            memset(&self.rmsgs[i], 0, sizeof(mmsghdr))
+            self.rmsgs[i].msg_hdr.msg_name = &self.raddrs[i]
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
+            self.rmsgs[i].msg_hdr.msg_iovlen = 1
+            self.siov[i].iov_base = self.sbuf + i * OUT_CAPACITY
+            memset(&self.smsgs[i], 0, sizeof(mmsghdr))
+            self.smsgs[i].msg_hdr.msg_name = &self.saddrs[i]
+            self.smsgs[i].msg_hdr.msg_iov = &self.siov[i]
+            self.smsgs[i].msg_hdr.msg_iovlen = 1
+
+    # -- address table ------------------------------------------------------------------------
+
+    cdef int _find(self, const AddrKey *k) noexcept:
+        cdef uint32_t mask = self.cap - 1
+        cdef uint32_t i = key_hash(k) & mask
+        cdef uint32_t probes = 0
+        while probes < self.cap:
+            if self.keys[i].used == 0:
+                return -1
+            if self.keys[i].used == 1 and self.keys[i].port == k.port and memcmp(self.keys[i].ip, k.ip, 16) == 0:
+                return i
+            i = (i + 1) & mask
+            probes += 1
+        return -1
+
+    cdef void _grow(self) except *:
+        cdef AddrKey *old_keys = self.keys
+        cdef PyObject **old_values = self.values
+        cdef uint32_t old_cap = self.cap, i, j, mask
+        self.cap = old_cap * 2
+        self.keys = <AddrKey *>calloc(self.cap, sizeof(AddrKey))
+        self.values = <PyObject **>calloc(self.cap, sizeof(PyObject *))
+        if self.keys == NULL or self.values == NULL:
+            raise MemoryError()
+        mask = self.cap - 1
+        self.tombstones = 0
+        for i in range(old_cap):
+            if old_keys[i].used == 1:
+                j = key_hash(&old_keys[i]) & mask
+                while self.keys[j].used:
+                    j = (j + 1) & mask
+                self.keys[j] = old_keys[i]
+                self.values[j] = old_values[i]
+        free(old_keys)
+        free(old_values)
+
+    cdef int _key_from_tuple(self, object addr, AddrKey *k) except -1:
+        cdef sockaddr_storage sa
+        cdef socklen_t n
+        tuple_to_sockaddr(addr, AF_INET6, &sa, &n)
+        sockaddr_key(&sa, k)
+        return 0
+
+    def map_address(self, object addr, Endpoint ep):
+        """Accept datagrams from `addr` (a validated ICE candidate address) for `ep`."""
+        cdef AddrKey k
+        cdef uint32_t mask, i
+        cdef int found
+        self._key_from_tuple(addr, &k)
+        found = self._find(&k)
+        pykey = (bytes(k.ip[:16]), k.port)
+        if found >= 0:
+            self.values[found] = <PyObject *>ep
+            self.endpoints_by_key[pykey] = ep
+            return
+        if (self.count + self.tombstones + 1) * 2 > self.cap:
+            self._grow()
+        mask = self.cap - 1
+        i = key_hash(&k) & mask
+        while self.keys[i].used == 1:
+            i = (i + 1) & mask
+        if self.keys[i].used == 2:
+            self.tombstones -= 1
+        k.used = 1
+        self.keys[i] = k
+        self.values[i] = <PyObject *>ep
+        self.endpoints_by_key[pykey] = ep
+        self.count += 1
+
+    def unmap_address(self, object addr):
+        cdef AddrKey k
+        cdef int found
+        self._key_from_tuple(addr, &k)
+        found = self._find(&k)
+        if found >= 0:
+            self.keys[found].used = 2
+            self.values[found] = NULL
+            self.count -= 1
+            self.tombstones += 1
+        self.endpoints_by_key.pop((bytes(k.ip[:16]), k.port), None)
+
+    def endpoint_for(self, object addr):
+        cdef AddrKey k
+        cdef int found
+        self._key_from_tuple(addr, &k)
+        found = self._find(&k)
+        return <object>self.values[found] if found >= 0 else None
+
+    @property
+    def mapped_addresses(self) -> int:
+        return self.count
+
+    def set_path(self, Endpoint ep, object addr):
+        """Send `ep`'s media to `addr` from now on (ICE nominated it, or consent moved it)."""
+        if addr is None:
+            ep.has_path = False
+            return
+        tuple_to_sockaddr(addr, self.family, &ep.path, &ep.path_len)
+        ep.has_path = True
+
+    # -- counters -----------------------------------------------------------------------------
+
+    @property
+    def drop_counts(self) -> dict:
+        return {DROP_REASONS[i]: self.drops[i] for i in range(N_DROPS)}
+
+    # -- receive ------------------------------------------------------------------------------
+
+    def on_readable(self, double now):
+        """Drain the socket; forward SRTP media; return the datagrams Python must handle."""
+        cdef list slow = None
+        cdef int got, i, n, total = 0
+        cdef uint8_t b0
+        cdef AddrKey k
+        cdef int idx
+        cdef Endpoint ep
+        cdef uint8_t *p
+        self.now = now
+        self.wakeups += 1
+        while total < MAX_READ_PER_WAKEUP:
+            for i in range(BATCH):
+                self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                self.rmsgs[i].msg_hdr.msg_flags = 0
+            got = recvmmsg(self.fd, self.rmsgs, BATCH, MSG_DONTWAIT, NULL)
+            if got <= 0:
+                break
+            total += got
+            for i in range(got):
+                p = self.rbuf + i * MAX_DGRAM
+                n = self.rmsgs[i].msg_len
+                self.datagrams_in += 1
+                self.bytes_in += n
+                if self.rmsgs[i].msg_hdr.msg_flags & 0x20:   # MSG_TRUNC
+                    self.drops[D_TRUNCATED] += 1
+                    continue
+                if n < 1:
+                    self.drops[D_UNKNOWN_FIRST_BYTE] += 1
+                    continue
+                b0 = p[0]
+                ep = None
+                if sockaddr_key(&self.raddrs[i], &k) == 0:
+                    idx = self._find(&k)
+                    if idx >= 0:
+                        ep = <Endpoint>self.values[idx]
+                # RFC 7983 §7: 0-3 STUN, 20-63 DTLS, 128-191 RTP/RTCP.
+                if b0 <= 3:
+                    if slow is None:
+                        slow = []
+                    slow.append((KIND_STUN, ep, PyBytes_FromStringAndSize(<char *>p, n),
+                                 addr_to_tuple(&self.raddrs[i], self.family)))
+                elif 20 <= b0 <= 63:
+                    if ep is None:
+                        self.drops[D_UNKNOWN_ADDRESS] += 1
+                        continue
+                    if slow is None:
+                        slow = []
+                    slow.append((KIND_DTLS, ep, PyBytes_FromStringAndSize(<char *>p, n),
+                                 addr_to_tuple(&self.raddrs[i], self.family)))
+                elif 128 <= b0 <= 191:
+                    if ep is None:
+                        self.drops[D_UNKNOWN_ADDRESS] += 1
+                        continue
+                    if ep.rx is None:
+                        self.drops[D_NOT_READY] += 1
+                        continue
+                    if n >= 2 and 192 <= p[1] <= 223:
+                        # RFC 5761 §4: RTCP packet types 192-223 (64-95 with the marker bit).
+                        n = ep.rx.unprotect_rtcp(p, n)
+                        if n < 0:
+                            if n == _SRTP_AUTH:
+                                self.drops[D_SRTCP_AUTH] += 1
+                                ep.srtp_auth_failures += 1
+                            else:
+                                self.drops[D_SRTCP_OTHER] += 1
+                            continue
+                        ep.rtcp_in += 1
+                        if slow is None:
+                            slow = []
+                        slow.append((KIND_RTCP, ep, PyBytes_FromStringAndSize(<char *>p, n), None))
+                    else:
+                        slow = self._receive_rtp(ep, p, n, slow)
+                else:
+                    self.drops[D_UNKNOWN_FIRST_BYTE] += 1
+            if got < BATCH:
+                break
+        self.flush()
+        return slow
+
+    cdef list _receive_rtp(self, Endpoint ep, uint8_t *p, int n, list slow):
+        cdef unsigned long long index = 0
+        cdef RtpView v
+        cdef InStream st
+        cdef int m = ep.rx.unprotect_rtp(p, n, &index)
+        cdef int off, elen
+        if m < 0:
+            if m == _SRTP_AUTH:
+                self.drops[D_SRTP_AUTH] += 1
+                ep.srtp_auth_failures += 1
+            elif m == _SRTP_REPLAY:
+                self.drops[D_SRTP_REPLAY] += 1
+            else:
+                self.drops[D_SRTP_OTHER] += 1
+            return slow
+        if parse_rtp(p, m, &v) < 0:
+            self.drops[D_MALFORMED_RTP] += 1
+            return slow
+        ep.rx_packets += 1
+        ep.rx_bytes += m
+        if ep.twcc_id:
+            off = find_extension(p, &v, ep.twcc_id, &elen)
+            if off >= 0 and elen == 2:
+                ep.twcc_seq[ep.twcc_written & (TWCC_RING - 1)] = rd16(p + off)
+                ep.twcc_arrival_us[ep.twcc_written & (TWCC_RING - 1)] = <int64_t>(self.now * 1e6)
+                ep.twcc_written += 1
+        st = ep.lookup(v.ssrc)
+        if st is None:
+            ep.unbound_packets += 1
+            if slow is None:
+                slow = []
+            slow.append((KIND_RTP_UNBOUND, ep, PyBytes_FromStringAndSize(<char *>p, m), None))
+            return slow
+        self._process(st, p, m, &v)
+        return slow
+
+    def inject(self, InStream st, bytes packet, double now):
+        """Feed a plaintext RTP packet to `st` (the first packet of a newly bound SSRC)."""
+        cdef RtpView v
+        cdef int n = PyBytes_GET_SIZE(packet)
+        cdef uint8_t buf[MAX_DGRAM]
+        if n > MAX_DGRAM:
+            return False
+        memcpy(buf, PyBytes_AS_STRING(packet), n)
+        if parse_rtp(buf, n, &v) < 0:
+            self.drops[D_MALFORMED_RTP] += 1
+            return False
+        self.now = now
+        self.injected += 1
+        self._process(st, buf, n, &v)
+        self.flush()
+        return True
+
+    cdef void _process(self, InStream st, uint8_t *p, int n, RtpView *v):
+        """Book-keeping for one media packet of `st`, then fan it out."""
+        cdef InStream media = st
+        cdef int64_t ext_seq, ext_ts
+        cdef int key
+        cdef uint16_t osn
+        cdef double transit, d
+        if st.media is not None:
+            # RFC 4588 §4: RTX payload = OSN (2 bytes) + original payload.
+            media = st.media
+            st.packets += 1
+            if v.payload_len <= 2:
+                st.padding += 1
+                self.drops[D_PADDING_ONLY] += 1
+                return
+            osn = rd16(p + v.payload_off)
+            # Rebuild the original packet in place: header + original payload.
+            memmove(p + v.payload_off, p + v.payload_off + 2, n - v.payload_off - 2)
+            n -= 2   # any padding moved with the payload and still ends the packet
+            wr16(p + 2, osn)
+            wr32(p + 8, media.ssrc)
+            p[1] = (p[1] & 0x80) | (media.payload_type & 0x7F)
+            v.seq = osn
+            v.ssrc = media.ssrc
+            v.payload_len -= 2
+            media.rtx_packets += 1
+        if v.payload_len == 0:
+            media.padding += 1
+            self.drops[D_PADDING_ONLY] += 1
+            return
+        if not media.started:
+            media.started = True
+            media.highest_seq = SEQ_BASE + v.seq
+            media.first_seq = media.highest_seq
+            media.highest_ts = TS_BASE + v.ts
+            ext_seq = media.highest_seq
+            ext_ts = media.highest_ts
+        else:
+            ext_seq = unwrap16(media.highest_seq, v.seq)
+            ext_ts = unwrap32(media.highest_ts, v.ts)
+            if ext_seq > <int64_t>media.highest_seq:
+                media.highest_seq = ext_seq
+            if ext_ts > <int64_t>media.highest_ts:
+                media.highest_ts = ext_ts
+        media.packets += 1
+        media.bytes += n
+        if st is media and ext_seq == <int64_t>media.highest_seq:
+            # RFC 3550 §6.4.1 / A.8: J += (|D| - J) / 16, from in-order original packets only.
+            transit = self.now * media.clock_rate - <double>ext_ts
+            if media.packets > 1:
+                d = transit - media.last_transit
+                media.jitter += ((d if d >= 0 else -d) - media.jitter) / 16.0
+            media.last_transit = transit
+        media.last_packet_at = self.now
+        media.last_ts = v.ts
+        key = 0
+        if media.codec != C_AUDIO:
+            key = sniff_keyframe(p + v.payload_off, v.payload_len, media.codec)
+            if key:
+                media.keyframes += 1
+                media.last_keyframe_at = self.now
+        self._fan_out(media, p, n, v, ext_seq, ext_ts, key)
+
+    cdef void _fan_out(self, InStream st, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
+                       int64_t ext_ts, int key):
+        cdef Py_ssize_t i, count = PyList_GET_SIZE(st.outs)
+        cdef OutTrack o
+        for i in range(count):
+            o = <OutTrack>PyList_GET_ITEM(st.outs, i)
+            self._forward_one(o, p, n, v, ext_seq, ext_ts, key)
+
+    cdef void _forward_one(self, OutTrack o, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
+                           int64_t ext_ts, int key):
+        cdef Endpoint ep = o.ep
+        cdef uint8_t *q
+        cdef int out_len, hdr, i, end, eid, elen, w, ext_start, pad, body_len, nid
+        cdef int64_t out_seq, out_ts
+        cdef uint64_t tseq
+        cdef int two_byte
+        if o.paused:
+            o.odrops[O_PAUSED] += 1
+            return
+        if o.need_keyframe:
+            if not key:
+                o.odrops[O_WAIT_KEYFRAME] += 1
+                o.keyframe_wanted = True
+                return
+            o.need_keyframe = False
+            o.keyframe_wanted = False
+        if o.rebase:
+            o.rebase = False
+            o.start_in_seq = ext_seq
+            o.seq_offset = <int64_t>o.last_out_seq + 1 - ext_seq
+            if o.has_out:
+                o.ts_offset = <int64_t>o.last_out_ts + 1 + <int64_t>(
+                    (self.now - o.last_out_at) * o.clock_rate if self.now > o.last_out_at else 0) - ext_ts
+            else:
+                o.ts_offset = <int64_t>o.last_out_ts - ext_ts
+        elif ext_seq < <int64_t>o.start_in_seq:
+            o.odrops[O_BEFORE_START] += 1
+            return
+        if not ep.has_path or ep.tx is None:
+            o.odrops[O_NO_PATH] += 1
+            return
+        if self.npending >= BATCH:
+            self.flush()
+        q = self.sbuf + self.npending * OUT_CAPACITY
+        out_seq = ext_seq + o.seq_offset
+        out_ts = ext_ts + o.ts_offset
+        # Fixed header (CSRCs dropped: the SFU is not a mixer), X bit set below if we write any.
+        q[0] = 0x80
+        q[1] = (0x80 if v.marker else 0) | (o.payload_type & 0x7F)
+        wr16(q + 2, <uint16_t>(out_seq & 0xFFFF))
+        wr32(q + 4, <uint32_t>(out_ts & 0xFFFFFFFF))
+        wr32(q + 8, o.ssrc)
+        hdr = 12
+        # Header extensions (RFC 8285): rebuild with the viewer's ids; two-byte form if the source
+        # used it (values over 16 bytes), else one-byte.
+        two_byte = (v.ext_profile & 0xFFF0) == 0x1000
+        ext_start = hdr
+        w = hdr + 4
+        if v.ext_off:
+            i = v.ext_off
+            end = v.ext_off + v.ext_len
+            while i < end:
+                if p[i] == 0:
+                    i += 1
+                    continue
+                if two_byte:
+                    if i + 2 > end:
+                        break
+                    eid = p[i]
+                    elen = p[i + 1]
+                    i += 2
+                else:
+                    eid = p[i] >> 4
+                    elen = (p[i] & 0x0F) + 1
+                    i += 1
+                    if eid == 15:
+                        break
+                if i + elen > end:
+                    break
+                nid = o.ext_map[eid]
+                if nid and nid != o.twcc_id and nid != o.abs_send_time_id:
+                    if two_byte:
+                        q[w] = nid
+                        q[w + 1] = elen
+                        w += 2
+                    else:
+                        q[w] = (nid << 4) | (elen - 1)
+                        w += 1
+                    memcpy(q + w, p + i, elen)
+                    w += elen
+                i += elen
+        if o.abs_send_time_id:
+            # abs-send-time: 24-bit 6.18 fixed point seconds (webrtc.org experiments).
+            tseq = <uint64_t>(self.now * 262144.0)
+            if two_byte:
+                q[w] = o.abs_send_time_id
+                q[w + 1] = 3
+                w += 2
+            else:
+                q[w] = (o.abs_send_time_id << 4) | 2
+                w += 1
+            q[w] = (tseq >> 16) & 0xFF
+            q[w + 1] = (tseq >> 8) & 0xFF
+            q[w + 2] = tseq & 0xFF
+            w += 3
+        if o.twcc_id:
+            tseq = ep.twcc_next
+            ep.twcc_next += 1
+            if two_byte:
+                q[w] = o.twcc_id
+                q[w + 1] = 2
+                w += 2
+            else:
+                q[w] = (o.twcc_id << 4) | 1
+                w += 1
+            wr16(q + w, <uint16_t>(tseq & 0xFFFF))
+            w += 2
+        if w > hdr + 4:
+            while (w - hdr - 4) & 3:
+                q[w] = 0
+                w += 1
+            wr16(q + hdr, 0x1000 if two_byte else 0xBEDE)
+            wr16(q + hdr + 2, <uint16_t>((w - hdr - 4) // 4))
+            q[0] |= 0x10
+            hdr = w
+        body_len = v.payload_len
+        pad = n - v.payload_off - v.payload_len
+        if hdr + body_len + pad + 16 > OUT_CAPACITY:
+            o.odrops[O_TOO_LARGE] += 1
+            return
+        memcpy(q + hdr, p + v.payload_off, body_len + pad)
+        if pad:
+            q[0] |= 0x20
+        out_len = hdr + body_len + pad
+        out_len = ep.tx.protect_rtp(q, out_len, OUT_CAPACITY, <uint64_t>(out_seq - SEQ_BASE) & INDEX_MASK)
+        if out_len < 0:
+            o.odrops[O_PROTECT_FAILED] += 1
+            return
+        if out_seq > <int64_t>o.last_out_seq or not o.has_out:
+            o.last_out_seq = out_seq
+        if out_ts > <int64_t>o.last_out_ts or not o.has_out:
+            o.last_out_ts = out_ts
+            o.last_out_at = self.now
+            o.last_in_ts = v.ts
+        o.has_out = True
+        o.packets += 1
+        o.bytes += body_len
+        if key:
+            o.keyframes_forwarded += 1
+        self.siov[self.npending].iov_len = out_len
+        memcpy(&self.saddrs[self.npending], &ep.path, ep.path_len)
+        self.smsgs[self.npending].msg_hdr.msg_namelen = ep.path_len
+        self.npending += 1
+        ep.tx_packets += 1
+        ep.tx_bytes += out_len
+        self.forwarded += 1
+
+    cpdef int flush(self):
+        """Send every queued datagram (one sendmmsg per up to BATCH)."""
+        cdef int sent, start = 0, rc
+        while start < self.npending:
+            rc = sendmmsg(self.fd, &self.smsgs[start], self.npending - start, 0)
+            self.send_calls += 1
+            if rc < 0:
+                if errno == EINTR:
+                    continue
+                # EAGAIN / ENOBUFS / unreachable: the first datagram failed; drop it, counted.
+                self.drops[D_SEND_FAILED] += 1
+                start += 1
+                continue
+            for sent in range(start, start + rc):
+                self.bytes_out += self.smsgs[sent].msg_len
+            self.datagrams_out += rc
+            start += rc
+        self.npending = 0
+        return start
+
+
+def sniff_keyframe_py(bytes payload, int codec) -> bool:
+    """Python access to the keyframe sniffer (tests, the slow path)."""
+    return bool(sniff_keyframe(<const uint8_t *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), codec))

@@ -1,0 +1,131 @@
+"""The server: HTTP signalling, the shared UDP media port and the session manager, in one process.
+
+    async with sfu.Server(sfu.Config.for_tests()) as server:
+        server.whip_url("shop1"), server.whep_url("shop1"), server.mint_token("shop1", publish=True)
+
+`sfu serve` runs the same object with the configured ports; tests and other projects embed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from . import tokens
+from .config import Config, resolve_token_secret
+from .core.certificate import CertificateStore
+from .core.sessions import SessionManager
+from .io.http import build_app
+from .io.interfaces import discover_addresses
+from .io.udp import MediaPort, open_media_socket
+from .metrics import register_server_metrics
+
+log = logging.getLogger("sfu")
+
+
+class Server:
+    """An sfu node: `start()` / `stop()`, or `async with`."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.registry = CollectorRegistry()
+        self.manager: SessionManager | None = None
+        self.media: MediaPort | None = None
+        self._runner: web.AppRunner | None = None
+        self._http_port: int | None = None
+        self.token_secret: str | None = None
+        self.advertised_addresses: list[str] = []
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self.token_secret, created = resolve_token_secret(config)
+        if created:
+            log.info("generated a token secret in %s", config.token_secret_file)
+        sock = open_media_socket(config.udp_host, config.udp_port, config.udp_ipv6)
+        self.media = MediaPort(sock, loop)
+        self.advertised_addresses = list(config.public_ips) or discover_addresses(
+            sock.family == __import__("socket").AF_INET6, config.include_loopback
+        )
+        if not self.advertised_addresses:
+            raise RuntimeError("no address to advertise: set public_ips (--public-ip)")
+        certificates = CertificateStore(lifetime_days=config.cert_lifetime_days)
+        self.manager = SessionManager(
+            config,
+            self.media.router,
+            self.advertised_addresses,
+            sock.getsockname()[1],
+            certificates,
+            clock=loop.time,
+            wall_clock=time.time,
+        )
+        self.media.start(self.manager)
+        register_server_metrics(self.registry, self)
+        app = build_app(config, self.manager, self.registry, token_secret=self.token_secret)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, config.http_host, config.http_port)
+        await site.start()
+        server = site._server  # aiohttp keeps the bound sockets here
+        self._http_port = server.sockets[0].getsockname()[1] if server and server.sockets else config.http_port
+        log.info("sfu listening: HTTP %s, UDP media port %d, advertising %s",
+                 self.http_url, self.udp_port, ", ".join(self.advertised_addresses))
+
+    async def stop(self) -> None:
+        if self.manager is not None:
+            self.manager.close_all("server stopping")
+        if self.media is not None:
+            self.media.stop()
+            self.media = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def serve_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def udp_port(self) -> int:
+        return self.manager.udp_port if self.manager else self.config.udp_port
+
+    @property
+    def http_port(self) -> int:
+        return self._http_port or self.config.http_port
+
+    @property
+    def http_url(self) -> str:
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        host = self.config.http_host
+        if host in ("0.0.0.0", "::", ""):
+            host = self.advertised_addresses[0] if self.advertised_addresses else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    def whip_url(self, stream: str) -> str:
+        return f"{self.http_url}/whip/{stream}"
+
+    def whep_url(self, stream: str) -> str:
+        return f"{self.http_url}/whep/{stream}"
+
+    def mint_token(self, stream: str, publish: bool = False, subscribe: bool = False,
+                   ttl_s: float = tokens.DEFAULT_TTL_S, participant: str | None = None) -> str:
+        return tokens.mint(self.token_secret, stream, publish=publish, subscribe=subscribe, ttl_s=ttl_s,
+                           participant=participant)
+
+    def stats(self) -> dict:
+        return self.manager.stats() if self.manager else {}

@@ -1,0 +1,269 @@
+"""The `sfu` command: `sfu serve` runs the server, `sfu token` mints a participant token.
+
+Subcommands register themselves on the argparse sub-parsers and set `func(args) -> int` as their
+default; `main` returns that exit code. A bad flag or configuration exits 2 with one line on stderr,
+never a traceback. `sfu bench` is contributed by `sfu.bench.cli.add_parser(subparsers)` when that
+module exists (it must follow the same `func` convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import __version__
+from .config import LOG_LEVELS, Config, ConfigError, load_config, resolve_token_secret
+from .tokens import DEFAULT_TTL_S, mint, parse_ttl
+
+log = logging.getLogger("sfu")
+
+OBS_STREAM = "live"  # the stream name shown in the start-up banner
+WEB_DIR = Path(__file__).resolve().parent / "web"  # as served by sfu.io.http (not imported: `sfu token` stays light)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sfu",
+        description="A self-hosted WebRTC SFU: publish over WHIP (OBS, GStreamer, browsers), watch over WHEP.",
+        epilog="Configuration: a TOML file (--config or $SFU_CONFIG), then SFU_<NAME> variables, then flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"sfu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="run the server", description="Run the server until SIGINT or SIGTERM.")
+    _add_config_flag(serve)
+    serve.add_argument("--http-host", metavar="H", help="HTTP listen address (default 0.0.0.0)")
+    serve.add_argument("--http-port", metavar="P", type=_port, help="HTTP port (default 8080; 0 = ephemeral)")
+    serve.add_argument(
+        "--udp-port", metavar="P", type=_port, help="the one UDP media port (default 8443; 0 = ephemeral)"
+    )
+    serve.add_argument(
+        "--public-ip",
+        metavar="IP",
+        action="append",
+        dest="public_ips",
+        help="address to advertise to clients (repeatable; default: the interfaces' addresses)",
+    )
+    serve.add_argument("--token-secret", metavar="S", help="token signing secret (default: the secret file)")
+    serve.add_argument(
+        "--viewer-token-required",
+        action="store_true",
+        default=None,
+        help="require a subscribe token for WHEP (default: viewing is open)",
+    )
+    serve.add_argument("--max-sessions", metavar="N", type=_non_negative, help="session limit (0 = none)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
+    serve.set_defaults(func=_cmd_serve)
+
+    token = sub.add_parser(
+        "token",
+        help="print a participant token",
+        description="Print a token signed with the server's secret (--secret, the configuration or the secret file).",
+    )
+    token.add_argument("--stream", metavar="NAME", required=True, help='stream name or pattern ("shop-*", "*")')
+    token.add_argument("--publish", action="store_true", help="allow publishing (WHIP)")
+    token.add_argument("--subscribe", action="store_true", help="allow watching (WHEP)")
+    token.add_argument(
+        "--ttl", metavar="DURATION", default="12h", help="lifetime: 3600, 30m, 12h, 14d at most (default 12h)"
+    )
+    token.add_argument("--participant", metavar="ID", help="participant id (default: random)")
+    _add_config_flag(token)
+    token.add_argument("--secret", metavar="S", help="signing secret (default: as the server finds it)")
+    token.set_defaults(func=_cmd_token)
+
+    _add_bench(sub)
+    return parser
+
+
+def _add_bench(sub: Any) -> None:
+    try:
+        from .bench import cli as bench_cli  # type: ignore[attr-defined,unused-ignore]
+    except ModuleNotFoundError as e:
+        if e.name in ("sfu.bench", "sfu.bench.cli"):
+            return  # not installed: no `sfu bench`
+        print(f"sfu: warning: `sfu bench` unavailable: {e}", file=sys.stderr)
+        return
+    except ImportError as e:
+        print(f"sfu: warning: `sfu bench` unavailable: {e}", file=sys.stderr)
+        return
+    bench_cli.add_parser(sub)
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", default=os.environ.get("SFU_CONFIG"), help="TOML configuration file ($SFU_CONFIG)"
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as e:
+        print(f"sfu: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- sfu token ---------------------------------------------------------------------------------------
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    if not (args.publish or args.subscribe):
+        print("sfu token: error: give --publish, --subscribe or both", file=sys.stderr)
+        return 2
+    try:
+        ttl = parse_ttl(args.ttl)
+    except ValueError as e:
+        print(f"sfu token: error: --ttl: {e}", file=sys.stderr)
+        return 2
+    config = load_config(args.config, os.environ, {"token_secret": args.secret})
+    secret, created = resolve_token_secret(config)
+    if created:
+        print(f"sfu token: created a new token secret in {config.token_secret_file}", file=sys.stderr)
+    try:
+        token = mint(secret, args.stream, args.publish, args.subscribe, ttl, participant=args.participant)
+    except ValueError as e:
+        print(f"sfu token: error: {e}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+# -- sfu serve ---------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    overrides = {
+        "http_host": args.http_host,
+        "http_port": args.http_port,
+        "udp_port": args.udp_port,
+        "public_ips": args.public_ips,
+        "token_secret": args.token_secret,
+        "viewer_token_required": args.viewer_token_required,
+        "max_sessions": args.max_sessions,
+        "log_level": args.log_level,
+    }
+    config = load_config(args.config, os.environ, overrides)
+    secret, created = resolve_token_secret(config)
+    config = dataclasses.replace(config, token_secret=secret)  # the server and the banner share it
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if created:
+        log.info("created a new token secret in %s", config.token_secret_file)
+    try:
+        from .app import Server  # lazy: `sfu token` and `--help` need none of the media stack
+    except ImportError as e:
+        print(f"sfu serve: error: the server is not available: {e}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_serve(config, Server))
+    except OSError as e:  # typically a port already in use
+        print(f"sfu serve: error: {e}", file=sys.stderr)
+        return 1
+
+
+async def _serve(config: Config, server_cls: Any) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' loop
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with server_cls(config) as server:
+            print(banner(server, config), flush=True)
+            forever = asyncio.create_task(server.serve_forever())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({forever, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (forever, stopping):
+                task.cancel()
+            await asyncio.gather(forever, stopping, return_exceptions=True)
+            if forever.done() and not forever.cancelled() and forever.exception() is not None:
+                raise forever.exception()  # type: ignore[misc]
+            log.info("stopping")
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+def banner(server: Any, config: Config) -> str:
+    """What an OBS user needs: the WHIP URL per advertised address, a publish token, where to watch."""
+    http = urlsplit(server.http_url)
+    port = http.port or (443 if http.scheme == "https" else 80)
+    if config.public_url:
+        bases = [config.public_url.rstrip("/")]
+    else:
+        bases = [f"{http.scheme}://{_host_for_url(addr)}:{port}" for addr in advertised_addresses(server, config)]
+    secret = getattr(server, "token_secret", None) or config.token_secret or ""
+    token = mint(secret, "*", publish=True, subscribe=False, ttl_s=DEFAULT_TTL_S)
+    watch_page = (WEB_DIR / "watch.html").is_file()
+    lines = [
+        f"sfu {__version__}: HTTP on {server.http_url}, media on UDP port {server.udp_port}",
+        "",
+        "Publish from OBS Studio (Settings > Stream > Service: WHIP):",
+        *(f"  Server:       {base}/whip/{OBS_STREAM}" for base in bases),
+        f"  Bearer Token: {token}",
+        "                (any stream, publish only, valid 12 h; `sfu token` mints more)",
+        "",
+        "Watch:",
+        *(f"  WHEP:         {base}/whep/{OBS_STREAM}" for base in bases),
+        *(f"  Page:         {base}/static/watch.html?stream={OBS_STREAM}" for base in bases[:1] if watch_page),
+    ]
+    return "\n".join(lines)
+
+
+def advertised_addresses(server: Any, config: Config) -> list[str]:
+    """Where clients reach the HTTP port: `public_ips`, a specific `http_host`, else the addresses the
+    server advertises for media (its interface discovery), else the host of its URL."""
+    if config.public_ips:
+        return list(config.public_ips)
+    if config.http_host not in ("0.0.0.0", "::", ""):
+        return [config.http_host]
+    from_server = getattr(server, "advertised_addresses", None)
+    if from_server:
+        return list(from_server)
+    return [urlsplit(server.http_url).hostname or "127.0.0.1"]
+
+
+def _host_for_url(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr

@@ -1,0 +1,671 @@
+"""The session manager: WHIP/WHEP sessions, their peers, streams and the RTCP each leg gets.
+
+Inputs: the signalling calls of `sfu.io.session_api.SessionApi` (publish, view, delete, patch),
+`handle_datagram(kind, endpoint, data, addr, now)` for what the fast path hands over (STUN, DTLS,
+SRTCP, RTP with an unbound SSRC), and `handle_timer(now)`. Outputs: `take_datagrams()` (what to
+send, already protected where needed) and `next_deadline()`. It never touches a socket or a clock:
+the asyncio shell (`sfu.io.udp`) passes `now` and does the sending.
+
+The server ends every RTP/RTCP leg (DESIGN.md): towards publishers it is the receiver (its own
+receiver reports, keyframe requests), towards viewers the sender (its own sender reports with the
+viewer's SSRC and translated timestamps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import _fastpath
+from ..errors import Conflict, NotFound, Overloaded, PreconditionFailed, Unprocessable
+from ..io.session_api import Created, Patched
+from ..wire import rtcp
+from ..wire.sdp import parse_sdpfrag
+from ..wire.stun import peek_username
+from .certificate import CertificateStore
+from .negotiation import LocalTransport, answer_publish, answer_subscribe
+from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
+from .stream import Layer, SenderReportInfo, Stream, Track
+from .subscription import Subscription
+
+log = logging.getLogger("sfu.sessions")
+
+REPORT_INTERVAL_S = 1.0  # RFC 3550 §6.2 allows less than 5 s; WebRTC stacks use about 1 s
+TICK_S = 0.05  # keyframe-request and gate polling granularity
+NOT_LIVE_RETRY_AFTER_S = 2  # Retry-After on 409 for a stream that is not live
+OVERLOAD_RETRY_AFTER_S = 5
+
+
+@dataclass(eq=False)
+class Session:
+    """A WHIP or WHEP session: its peer and resource state."""
+
+    id: str
+    kind: str  # "whip" | "whep"
+    stream: Stream
+    peer: Peer
+    participant: str | None
+    etag: str
+    rtcp_ssrc: int
+    mids: list[str]
+    subscriptions: list[Subscription] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    rtcp_in: Counter = field(default_factory=Counter)
+    closed: bool = False
+
+
+class SessionManager:
+    """Implements `SessionApi` over sans-IO peers, streams and the fast-path router."""
+
+    def __init__(
+        self,
+        config,
+        router: _fastpath.Router,
+        candidate_addresses: list[str],
+        udp_port: int,
+        certificates: CertificateStore,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.candidate_addresses = candidate_addresses
+        self.udp_port = udp_port
+        self.certificates = certificates
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.streams: dict[str, Stream] = {}
+        self.sessions: dict[str, Session] = {}
+        self.by_ufrag: dict[str, Session] = {}
+        self.counters: Counter[str] = Counter()
+        self._out: list[tuple[bytes, tuple]] = []
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._next_report = 0.0
+        self._next_tick = 0.0
+        self._requesting: set[int] = set()
+        self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
+        self._live_waiters: dict[str, asyncio.Event] = {}
+        self.on_wakeup: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Signalling (SessionApi)
+    # ------------------------------------------------------------------------------------------
+
+    def _local_transport(self, ufrag: str, pwd: str) -> LocalTransport:
+        cert = self.certificates.current(self.wall_clock())
+        return LocalTransport(ufrag, pwd, ("sha-256", cert.fingerprint_sha256()), self.candidates())
+
+    def candidates(self) -> list[str]:
+        """Host candidates (RFC 8839 §5.1), one per advertised address, all on the one UDP port."""
+        lines = []
+        for index, address in enumerate(self.candidate_addresses):
+            priority = (126 << 24) | ((65535 - index) << 8) | 255  # RFC 8445 §5.1.2.1, component 1
+            lines.append(f"{index + 1} 1 udp {priority} {address} {self.udp_port} typ host")
+        return lines
+
+    def _check_limits(self, stream: Stream | None) -> None:
+        limit = self.config.max_sessions
+        if limit and len(self.sessions) >= limit:
+            self.counters["rejected-session-limit"] += 1
+            raise Overloaded(f"session limit of {limit} reached", retry_after=OVERLOAD_RETRY_AFTER_S)
+        per_stream = self.config.max_viewers_per_stream
+        if stream is not None and per_stream and len(stream.viewers) >= per_stream:
+            self.counters["rejected-viewer-limit"] += 1
+            raise Overloaded(f"viewer limit of {per_stream} reached for this stream", retry_after=OVERLOAD_RETRY_AFTER_S)
+
+    async def publish(self, stream: str, offer_sdp: str, participant: str | None) -> Created:
+        self._check_limits(None)
+        now = self.clock()
+        session_id = secrets.token_urlsafe(12)
+        ufrag_pwd = self._fresh_credentials()
+        answer = answer_publish(offer_sdp, self._local_transport(*ufrag_pwd))
+        if not answer.tracks:
+            raise Unprocessable("the offer has no audio or video to publish")
+        peer = self._new_peer_with(session_id, answer.remote, now, *ufrag_pwd)
+        st = self.streams.get(stream) or self.streams.setdefault(stream, Stream(stream))
+        if st.publisher is not None:
+            old = st.publisher
+            log.info("stream %s: new publisher replaces session %s", stream, old.id)
+            self.counters["publisher-replaced"] += 1
+            self._close_session(old, "replaced by a new publisher", now)
+        session = Session(
+            session_id, "whip", st, peer, participant, secrets.token_hex(8), secrets.randbits(32),
+            [t.mid for t in answer.tracks],
+        )
+        st.set_publisher(session, answer.tracks)
+        self._register(session, now)
+        for track in st.tracks:
+            twcc = track.spec.extensions.get("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
+            if twcc:
+                peer.endpoint.set_transport_cc(twcc)
+        # viewers waiting on this name are re-pointed at the new tracks as layers appear
+        for viewer in list(st.viewers):
+            for sub in viewer.subscriptions:
+                sub.detach()
+        waiter = self._live_waiters.pop(stream, None)
+        if waiter is not None:
+            waiter.set()
+        self.counters["publish-sessions"] += 1
+        log.info("publish %s session %s: %s", stream, session_id,
+                 ", ".join(f"{t.kind}/{t.codec.name}{'/' + ','.join(t.rids) if t.rids else ''}" for t in answer.tracks))
+        return Created(session_id, answer.sdp, session.etag)
+
+    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+        st = self.streams.get(stream)
+        self._check_limits(st)
+        if st is None or not st.live:
+            if not self.config.whep_wait_for_publisher:
+                self.counters["rejected-not-live"] += 1
+                raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
+            event = self._live_waiters.setdefault(stream, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), self.config.whep_wait_timeout)
+            except asyncio.TimeoutError:
+                self.counters["rejected-not-live"] += 1
+                raise Conflict(f"stream {stream!r} did not go live in time", retry_after=NOT_LIVE_RETRY_AFTER_S) from None
+            st = self.streams.get(stream)
+            if st is None or not st.live:
+                raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
+        now = self.clock()
+        session_id = secrets.token_urlsafe(12)
+        ufrag_pwd = self._fresh_credentials()
+        specs = [t.spec for t in st.tracks]
+        answer = answer_subscribe(
+            offer_sdp, self._local_transport(*ufrag_pwd), specs, lambda: secrets.randbits(32) or 1,
+            f"sfu-{stream}",
+        )
+        peer = self._new_peer_with(session_id, answer.remote, now, *ufrag_pwd)
+        session = Session(
+            session_id, "whep", st, peer, participant, secrets.token_hex(8), secrets.randbits(32),
+            [t.mid for t in answer.tracks], options=dict(options),
+        )
+        for spec in answer.tracks:
+            source = st.tracks[spec.source_index]
+            session.subscriptions.append(
+                Subscription(peer.endpoint, spec, source.kind, source.spec.codec.clock_rate)
+            )
+        st.viewers.add(session)
+        self._register(session, now)
+        self._attach_viewer(session)
+        self.counters["view-sessions"] += 1
+        return Created(session_id, answer.sdp, session.etag)
+
+    def _fresh_credentials(self) -> tuple[str, str]:
+        ufrag, pwd = new_ice_credentials()
+        while ufrag in self.by_ufrag:
+            ufrag, pwd = new_ice_credentials()
+        return ufrag, pwd
+
+    def _new_peer_with(self, session_id: str, remote, now: float, ufrag: str, pwd: str) -> Peer:
+        cert = self.certificates.current(self.wall_clock())
+        return Peer(session_id, cert, remote.ice_ufrag, remote.ice_pwd, list(remote.fingerprints), now, ufrag, pwd)
+
+    def _register(self, session: Session, now: float) -> None:
+        self.sessions[session.id] = session
+        self.by_ufrag[session.peer.local_ufrag] = session
+        session.peer.endpoint.owner = session
+        self._schedule(session, now)
+        self._wake()
+
+    async def delete(self, kind: str, stream: str, session_id: str) -> bool:
+        session = self.sessions.get(session_id)
+        if session is None or session.kind != kind or session.stream.name != stream:
+            return False
+        self._close_session(session, "deleted by the client", self.clock())
+        self._wake()
+        return True
+
+    def session_exists(self, kind: str, stream: str, session_id: str) -> bool:
+        session = self.sessions.get(session_id)
+        return session is not None and session.kind == kind and session.stream.name == stream
+
+    async def patch(self, kind: str, stream: str, session_id: str, fragment: str, if_match: str | None) -> Patched:
+        session = self.sessions.get(session_id)
+        if session is None or session.kind != kind or session.stream.name != stream:
+            raise NotFound("no such session")
+        if if_match is not None and if_match != "*" and if_match != session.etag:
+            raise PreconditionFailed("If-Match does not match the session's ETag")
+        frag = parse_sdpfrag(fragment)
+        ufrag, pwd = frag.ice_ufrag, frag.ice_pwd
+        if ufrag is None or ufrag == session.peer.remote_ufrag:
+            # Trickle (RFC 8840): an ICE-lite server learns addresses from checks; nothing to do.
+            self.counters["trickle-patches"] += 1
+            return Patched(session.etag, None)
+        if pwd is None:
+            raise Unprocessable("an ICE restart needs both ice-ufrag and ice-pwd")
+        now = self.clock()
+        del self.by_ufrag[session.peer.local_ufrag]
+        local_ufrag, local_pwd = session.peer.restart_ice(ufrag, pwd, now)
+        self.by_ufrag[local_ufrag] = session
+        session.etag = secrets.token_hex(8)
+        self.counters["ice-restarts"] += 1
+        mid = session.mids[0] if session.mids else "0"
+        lines = [
+            "a=ice-lite",
+            f"a=ice-ufrag:{local_ufrag}",
+            f"a=ice-pwd:{local_pwd}",
+            f"a=group:BUNDLE {' '.join(session.mids)}",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+            f"a=mid:{mid}",
+        ]
+        lines += [f"a=candidate:{c}" for c in self.candidates()]
+        lines.append("a=end-of-candidates")
+        self._schedule(session, now)
+        return Patched(session.etag, "\r\n".join(lines) + "\r\n")
+
+    def stats(self) -> dict[str, object]:
+        now = self.clock()
+        streams = {}
+        for name, st in self.streams.items():
+            streams[name] = {
+                "live": st.live,
+                "publisher": st.publisher.id if st.publisher else None,
+                "viewers": len(st.viewers),
+                "tracks": [
+                    {
+                        "mid": t.spec.mid,
+                        "kind": t.kind,
+                        "codec": t.spec.codec.name,
+                        "rids": list(t.spec.rids),
+                        "layers": [
+                            {
+                                "rid": layer.rid,
+                                "ssrc": layer.ssrc,
+                                "packets": layer.stream.packets,
+                                "bytes": layer.stream.bytes,
+                                "keyframes": layer.stream.keyframes,
+                                "padding": layer.stream.padding,
+                                "keyframe_requests_sent": layer.keyframes.sent,
+                                "keyframe_requests_suppressed": layer.keyframes.suppressed,
+                                "last_packet_age_s": round(now - layer.stream.last_packet_at, 3) if layer.stream.started else None,
+                            }
+                            for layer in t.layers
+                        ],
+                    }
+                    for t in st.tracks
+                ],
+            }
+        sessions = {
+            sid: {
+                "kind": s.kind,
+                "stream": s.stream.name,
+                "connected": s.peer.connected_at is not None,
+                "srtp_profile": s.peer.srtp_profile,
+                "path": list(s.peer.path) if s.peer.path else None,
+                "rx_packets": s.peer.endpoint.rx_packets,
+                "tx_packets": s.peer.endpoint.tx_packets,
+                "srtp_auth_failures": s.peer.endpoint.srtp_auth_failures,
+                "rtcp_in": dict(s.rtcp_in),
+                "subscriptions": [sub.stats() for sub in s.subscriptions],
+                "drops": dict(s.peer.drops),
+            }
+            for sid, s in self.sessions.items()
+        }
+        return {
+            "streams": streams,
+            "sessions": sessions,
+            "counters": dict(self.counters),
+            "router": {
+                "datagrams_in": self.router.datagrams_in,
+                "datagrams_out": self.router.datagrams_out,
+                "forwarded": self.router.forwarded,
+                "send_calls": self.router.send_calls,
+                "wakeups": self.router.wakeups,
+                "drops": self.router.drop_counts,
+            },
+        }
+
+    # ------------------------------------------------------------------------------------------
+    # Datagrams from the fast path
+    # ------------------------------------------------------------------------------------------
+
+    def handle_datagram(self, kind: str, endpoint, data: bytes, addr, now: float) -> None:
+        try:
+            if kind == _fastpath.KIND_STUN:
+                self._on_stun(endpoint, data, addr, now)
+            elif kind == _fastpath.KIND_DTLS:
+                self._on_dtls(endpoint, data, addr, now)
+            elif kind == _fastpath.KIND_RTCP:
+                self._on_rtcp(endpoint, data, now)
+            elif kind == _fastpath.KIND_RTP_UNBOUND:
+                self._on_unbound_rtp(endpoint, data, now)
+        except Exception:  # a bug must not take the server down; count and log it
+            self.counters[f"errors-{kind}"] += 1
+            log.exception("error handling a %s datagram", kind)
+
+    def _on_stun(self, endpoint, data: bytes, addr, now: float) -> None:
+        session = endpoint.owner if endpoint is not None else None
+        username = peek_username(data)
+        if username is None:
+            self.counters["stun-dropped-no-username"] += 1
+            return
+        local_ufrag = username.split(b":", 1)[0].decode("ascii", "replace")
+        target = self.by_ufrag.get(local_ufrag)
+        if target is None:
+            self.counters["stun-dropped-unknown-ufrag"] += 1
+            return
+        if session is not None and session is not target:
+            # an address that belonged to an older session now checks for a new one
+            self.router.unmap_address(addr)
+        peer = target.peer
+        peer.receive_stun(data, addr, now)
+        self._after_peer(target, now)
+
+    def _on_dtls(self, endpoint, data: bytes, addr, now: float) -> None:
+        session = endpoint.owner
+        if session is None or session.closed:
+            return
+        session.peer.receive_dtls(data, addr, now)
+        self._after_peer(session, now)
+
+    def _after_peer(self, session: Session, now: float) -> None:
+        peer = session.peer
+        for event in peer.take_events():
+            if isinstance(event, AddressValidated):
+                self.router.map_address(event.addr, peer.endpoint)
+            elif isinstance(event, PathChanged):
+                self.router.set_path(peer.endpoint, event.addr)
+                self.counters["path-changes"] += 1
+            elif isinstance(event, Connected):
+                self.counters["dtls-connected"] += 1
+                if session.kind == "whep":
+                    for sub in session.subscriptions:
+                        if sub.layer is not None and sub.kind == "video":
+                            self._want_keyframe(session.stream, sub.layer, now)
+            elif isinstance(event, Closed):
+                self._close_session(session, event.reason, now)
+        self._out.extend(peer.take_datagrams())
+        self._schedule(session, now)
+
+    def _on_unbound_rtp(self, endpoint, data: bytes, now: float) -> None:
+        session: Session = endpoint.owner
+        if session is None or session.kind != "whip" or session.closed:
+            self.counters["rtp-from-viewer-dropped"] += 1
+            return
+        st = session.stream
+        placed = st.bind_packet(endpoint, data)
+        if placed is None:
+            self.counters["rtp-unknown-ssrc"] += 1
+            return
+        layer, instream = placed
+        self.counters["ssrcs-bound"] += 1
+        self._attach_all(st)
+        self.router.inject(instream, data, now)
+
+    # ------------------------------------------------------------------------------------------
+    # Attaching viewers to layers
+    # ------------------------------------------------------------------------------------------
+
+    def _attach_all(self, st: Stream) -> None:
+        for viewer in st.viewers:
+            self._attach_viewer(viewer)
+
+    def _attach_viewer(self, session: Session) -> None:
+        st = session.stream
+        now = self.clock()
+        for sub in session.subscriptions:
+            if sub.source_index >= len(st.tracks):
+                continue
+            track = st.tracks[sub.source_index]
+            if track.kind != sub.kind:
+                continue
+            layer = self._choose_layer(track, sub, session)
+            if layer is None:
+                continue
+            if sub.layer is layer and sub.attached:
+                continue
+            sub.attach(track, layer)
+            if sub.kind == "video" and session.peer.connected_at is not None:
+                self._want_keyframe(st, layer, now)
+
+    def _choose_layer(self, track: Track, sub: Subscription, session: Session) -> Layer | None:
+        wanted = session.options.get("layer")
+        if wanted is not None:
+            layer = track.layer_for_rid(wanted)
+            if layer is not None:
+                return layer
+        if sub.layer is not None and sub.layer in track.layers and sub.attached:
+            return sub.layer
+        return track.best_layer()
+
+    # ------------------------------------------------------------------------------------------
+    # RTCP
+    # ------------------------------------------------------------------------------------------
+
+    def _on_rtcp(self, endpoint, data: bytes, now: float) -> None:
+        session: Session = endpoint.owner
+        if session is None or session.closed:
+            return
+        try:
+            packets = rtcp.parse_compound(data)
+        except rtcp.RtcpError as exc:
+            self.counters["rtcp-malformed"] += 1
+            session.rtcp_in[f"malformed-{exc}"] += 1
+            return
+        for packet in packets:
+            name = type(packet).__name__
+            session.rtcp_in[name] += 1
+            if session.kind == "whip":
+                self._publisher_rtcp(session, packet, now)
+            else:
+                self._viewer_rtcp(session, packet, now)
+
+    def _publisher_rtcp(self, session: Session, packet, now: float) -> None:
+        if isinstance(packet, rtcp.SenderReport):
+            for track in session.stream.tracks:
+                layer = track.layer_for_ssrc(packet.ssrc)
+                if layer is not None and layer.ssrc == packet.ssrc:
+                    layer.last_sr = SenderReportInfo(packet.ntp_timestamp, packet.rtp_timestamp, now)
+
+    def _viewer_rtcp(self, session: Session, packet, now: float) -> None:
+        if isinstance(packet, (rtcp.Pli, rtcp.Fir)):
+            targets = [packet.media_ssrc] if isinstance(packet, rtcp.Pli) else [e[0] for e in packet.entries]
+            self.counters["keyframe-requests-received"] += 1
+            for sub in session.subscriptions:
+                if sub.spec.ssrc in targets and sub.layer is not None:
+                    self._want_keyframe(session.stream, sub.layer, now)
+        elif isinstance(packet, rtcp.Nack):
+            self.counters["nacks-received"] += 1
+        elif isinstance(packet, rtcp.ReceiverReport | rtcp.SenderReport):
+            for block in packet.reports:
+                for sub in session.subscriptions:
+                    if sub.spec.ssrc == block.ssrc:
+                        sub.last_report = block
+
+    def _want_keyframe(self, st: Stream, layer: Layer, now: float) -> None:
+        publisher = st.publisher
+        if publisher is None:
+            return
+        layer.keyframes.want(now)
+        self._layers_requesting[id(layer)] = (publisher, layer)
+        self._wake()
+
+    def _send_keyframe_request(self, publisher: Session, layer: Layer) -> None:
+        track = next((t for t in publisher.stream.tracks if layer in t.layers), None)
+        use_fir = track is not None and "nack pli" not in track.spec.codec.rtcp_fb and "ccm fir" in track.spec.codec.rtcp_fb
+        if use_fir:
+            layer.fir_seq = (getattr(layer, "fir_seq", 0) + 1) & 0xFF
+            request = rtcp.Fir(publisher.rtcp_ssrc, [(layer.ssrc, layer.fir_seq)])
+        else:
+            request = rtcp.Pli(publisher.rtcp_ssrc, layer.ssrc)
+        self._send_rtcp(publisher, [rtcp.ReceiverReport(publisher.rtcp_ssrc, []), request])
+        self.counters["keyframe-requests-sent"] += 1
+
+    def _send_rtcp(self, session: Session, packets: list) -> None:
+        peer = session.peer
+        if peer.path is None or peer.srtp_profile is None or session.closed:
+            return
+        try:
+            protected = peer.endpoint.protect_rtcp(rtcp.serialize(packets))
+        except Exception:
+            self.counters["rtcp-protect-failed"] += 1
+            return
+        self._out.append((protected, peer.path))
+
+    def _reports(self, now: float) -> None:
+        wall = self.wall_clock()
+        ntp = rtcp.ntp_from_unix(wall)
+        for session in list(self.sessions.values()):
+            if session.closed or session.peer.srtp_profile is None:
+                continue
+            if session.kind == "whip":
+                blocks = []
+                for track in session.stream.tracks:
+                    for layer in track.layers:
+                        blocks.append(self._report_block(layer, now))
+                for i in range(0, len(blocks), 31) or [0]:
+                    self._send_rtcp(session, [rtcp.ReceiverReport(session.rtcp_ssrc, blocks[i : i + 31])])
+            else:
+                packets = []
+                for sub in session.subscriptions:
+                    out = sub.out
+                    if not out.has_out:
+                        continue
+                    packets.append(
+                        rtcp.SenderReport(sub.spec.ssrc, ntp, self._translated_timestamp(sub, now, wall), out.packets & 0xFFFFFFFF, out.bytes & 0xFFFFFFFF, [])
+                    )
+                if packets:
+                    self._send_rtcp(session, packets)
+
+    def _translated_timestamp(self, sub: Subscription, now: float, wall: float) -> int:
+        """RTP timestamp for `now` on the viewer's clock (RFC 3550 §6.4.1), from the publisher's
+        own sender report when it sent one (keeps its audio/video sync), else extrapolated."""
+        layer = sub.layer
+        if layer is not None and layer.last_sr is not None and sub.out.has_out:
+            sr = layer.last_sr
+            elapsed = (rtcp.ntp_from_unix(wall) - sr.ntp) / 2**32
+            source_ts = sr.rtp_timestamp + int(elapsed * sub.out.clock_rate)
+            return (source_ts + sub.out.ts_offset) & 0xFFFFFFFF
+        return sub.out.out_timestamp_at(now)
+
+    def _report_block(self, layer: Layer, now: float) -> rtcp.ReportBlock:
+        """RFC 3550 §6.4.1 / A.3 report block for one incoming layer."""
+        st = layer.stream
+        expected = st.expected
+        received = st.packets
+        lost = max(0, expected - received)
+        expected_interval = expected - layer.expected_prior
+        received_interval = received - layer.received_prior
+        layer.expected_prior, layer.received_prior = expected, received
+        lost_interval = expected_interval - received_interval
+        fraction = (lost_interval << 8) // expected_interval if expected_interval > 0 and lost_interval > 0 else 0
+        lsr = dlsr = 0
+        if layer.last_sr is not None:
+            lsr = rtcp.ntp_middle_32(layer.last_sr.ntp)
+            dlsr = int((now - layer.last_sr.received_at) * 65536) & 0xFFFFFFFF
+        highest = (st.highest_seq - (1 << 32)) & 0xFFFFFFFF if st.started else 0
+        return rtcp.ReportBlock(layer.ssrc, min(fraction, 255), min(lost, 0x7FFFFF), highest, int(st.jitter), lsr, dlsr)
+
+    # ------------------------------------------------------------------------------------------
+    # Timers
+    # ------------------------------------------------------------------------------------------
+
+    def _schedule(self, session: Session, now: float) -> None:
+        deadline = session.peer.next_deadline()
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, next(self._seq), session.id))
+
+    def next_deadline(self) -> float:
+        deadline = self._next_tick if self._layers_requesting else self._next_report
+        deadline = min(deadline, self._next_report)
+        if self._timers:
+            deadline = min(deadline, self._timers[0][0])
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, session_id = heapq.heappop(self._timers)
+            session = self.sessions.get(session_id)
+            if session is None or session.closed:
+                continue
+            deadline = session.peer.next_deadline()
+            if deadline is not None and deadline <= now:
+                session.peer.handle_timer(now)
+                self._after_peer(session, now)
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_S
+            self._poll_keyframes(now)
+        if now >= self._next_report:
+            self._next_report = now + REPORT_INTERVAL_S
+            self._reports(now)
+            self._poll_gates(now)
+
+    def _poll_gates(self, now: float) -> None:
+        """Viewers gated on a keyframe that never came: ask again (the requester throttles)."""
+        for st in self.streams.values():
+            for viewer in st.viewers:
+                if viewer.peer.srtp_profile is None:
+                    continue
+                for sub in viewer.subscriptions:
+                    if sub.out.keyframe_wanted and sub.layer is not None:
+                        self._want_keyframe(st, sub.layer, now)
+
+    def _poll_keyframes(self, now: float) -> None:
+        for key, (publisher, layer) in list(self._layers_requesting.items()):
+            layer.poll_keyframe(now)
+            if publisher.closed:
+                del self._layers_requesting[key]
+                continue
+            if layer.keyframes.poll(now):
+                self._send_keyframe_request(publisher, layer)
+            if layer.keyframes.wanted_since is None:
+                del self._layers_requesting[key]
+
+    # ------------------------------------------------------------------------------------------
+    # Teardown
+    # ------------------------------------------------------------------------------------------
+
+    def _close_session(self, session: Session, reason: str, now: float) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        session.peer.close(reason, now)
+        self._out.extend(session.peer.take_datagrams())
+        for addr in session.peer.validated_addresses:
+            if self.router.endpoint_for(addr) is session.peer.endpoint:
+                self.router.unmap_address(addr)
+        self.router.set_path(session.peer.endpoint, None)
+        self.sessions.pop(session.id, None)
+        if self.by_ufrag.get(session.peer.local_ufrag) is session:
+            del self.by_ufrag[session.peer.local_ufrag]
+        st = session.stream
+        if session.kind == "whip":
+            if st.clear_publisher(session):
+                for viewer in st.viewers:
+                    for sub in viewer.subscriptions:
+                        sub.detach()
+            session.peer.endpoint.unbind_all()
+        else:
+            for sub in session.subscriptions:
+                sub.detach()
+            st.viewers.discard(session)
+        if st.publisher is None and not st.viewers:
+            self.streams.pop(st.name, None)
+        self.counters[f"closed-{session.kind}"] += 1
+        log.info("%s session %s on %s closed: %s", session.kind, session.id, st.name, reason)
+
+    def close_all(self, reason: str) -> None:
+        now = self.clock()
+        for session in list(self.sessions.values()):
+            self._close_session(session, reason, now)
+
+    # ------------------------------------------------------------------------------------------
+    # Outputs
+    # ------------------------------------------------------------------------------------------
+
+    def take_datagrams(self) -> list[tuple[bytes, tuple]]:
+        out, self._out = self._out, []
+        return out
+
+    def _wake(self) -> None:
+        if self.on_wakeup is not None:
+            self.on_wakeup()
+

@@ -1,0 +1,319 @@
+"""The HTTP face of the server: WHIP (RFC 9725) and WHEP endpoints, health, metrics, stats, web pages.
+
+No protocol decisions here. Each request is validated (stream name, token, media type, size,
+encoding) and handed to a `SessionApi`; `SfuError`s become their status with a `text/plain` reason
+and `Retry-After` when set. What real clients need (DESIGN.md "Interop rules"): exactly 201 with an
+absolute Location and a quoted strong ETag on success; `application/sdp` accepted with parameters;
+`Authorization` with or without `Bearer `; idempotent DELETE (200); 415 for a wrong media type; never
+406 on WHEP; CORS on every response so browser pages on other origins can publish and watch.
+
+Every response is counted by route and status (`sfu_http_responses_total`), every rejected request by
+reason (`sfu_http_rejected_total`).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from ..config import Config, resolve_token_secret
+from ..errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    SfuError,
+    UnsupportedMediaType,
+)
+from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization, verify
+from .session_api import Created, SessionApi
+
+log = logging.getLogger(__name__)
+
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"  # RFC 8840
+STREAM_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+READ_CHUNK_BYTES = 16384
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_SUFFIXES = frozenset({".html", ".js", ".mjs", ".css", ".svg", ".png", ".ico", ".json", ".map", ".webmanifest"})
+
+ALLOW_METHODS = "OPTIONS, POST, PATCH, DELETE"
+ALLOW_HEADERS = "Authorization, Content-Type, If-Match"
+EXPOSE_HEADERS = "Location, ETag, Link, Accept-Patch, Retry-After"
+
+CONFIG_KEY = web.AppKey("sfu_config", Config)
+API_KEY = web.AppKey("sfu_session_api", SessionApi)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def ice_server_links(ice_servers: list[dict[str, object]]) -> list[str]:
+    """One `Link` value per ICE server URL (RFC 9725 §4.6), credentials as quoted strings."""
+    links = []
+    for server in ice_servers:
+        urls = server["urls"]
+        for url in [urls] if isinstance(urls, str) else list(urls):  # type: ignore[call-overload]
+            value = f'<{url}>; rel="ice-server"'
+            if "username" in server:
+                value += f'; username="{_quoted(str(server["username"]))}"'
+                value += f'; credential="{_quoted(str(server["credential"]))}"; credential-type="password"'
+            links.append(value)
+    return links
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _rejection(cls: type[SfuError], reason: str, label: str) -> SfuError:
+    """An error raised by this module, with its own label for `sfu_http_rejected_total`."""
+    error = cls(reason)
+    error.metric_reason = label  # type: ignore[attr-defined]
+    return error
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.removeprefix("HTTP")).lower()
+
+
+def build_app(
+    config: Config,
+    api: SessionApi,
+    metrics_registry: CollectorRegistry | None = None,
+    *,
+    token_secret: str | None = None,
+    web_dir: Path | None = None,
+) -> web.Application:
+    """The aiohttp application. `token_secret` defaults to `resolve_token_secret(config)`; `web_dir`
+    to the package's `sfu/web/`. A registry of None gets a private one (so apps can coexist in tests)."""
+    registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
+    secret = token_secret if token_secret is not None else resolve_token_secret(config)[0]
+    pages = web_dir if web_dir is not None else WEB_DIR
+    responses = Counter(
+        "sfu_http_responses", "HTTP responses by route and status", ["route", "status"], registry=registry
+    )
+    rejected = Counter("sfu_http_rejected", "HTTP requests rejected, by reason", ["reason"], registry=registry)
+    links = ice_server_links(config.ice_servers)
+
+    # -- cross-cutting: errors, CORS, counting -------------------------------------------------
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:  # aiohttp's own: no route (404), method not allowed (405)...
+            if e.status >= 400:
+                rejected.labels(reason=_snake(type(e).__name__)).inc()
+            raise
+        except SfuError as e:
+            rejected.labels(reason=getattr(e, "metric_reason", None) or _snake(type(e).__name__)).inc()
+            return _error_response(request, e)
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            rejected.labels(reason="internal_error").inc()
+            return web.Response(status=500, text="internal server error")
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("Access-Control-Allow-Origin", config.cors_origin)
+        response.headers.setdefault("Access-Control-Expose-Headers", EXPOSE_HEADERS)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        responses.labels(route=route, status=str(response.status)).inc()
+
+    def _error_response(request: web.Request, e: SfuError) -> web.Response:
+        status = e.status
+        if status == 406 and request.path.startswith("/whep/"):
+            status = 422  # WHEP: 406 announces a counter-offer, never an error
+        headers = {}
+        if e.retry_after is not None:
+            headers["Retry-After"] = str(int(e.retry_after))
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="sfu"'  # RFC 6750 §3
+        return web.Response(status=status, text=e.reason, headers=headers)
+
+    # -- request checks --------------------------------------------------------------------------
+
+    def stream_of(request: web.Request) -> str:
+        stream = request.match_info["stream"]
+        if not STREAM_NAME.fullmatch(stream):
+            raise _rejection(BadRequest, "stream name must be 1-128 of A-Z a-z 0-9 . _ ~ -", "bad_stream_name")
+        return stream
+
+    def authorize(request: web.Request, kind: str, stream: str) -> str | None:
+        """The participant id from the token, or None where no token is needed and none is valid."""
+        token = parse_authorization(request.headers.get("Authorization"))
+        capability = PUBLISH if kind == "whip" else SUBSCRIBE
+        if kind == "whip" or config.viewer_token_required:
+            return verify(secret, token, stream, capability).sub
+        if token is None:
+            return None
+        try:  # an open stream: a token only names the participant, and a stale one is no reason to refuse
+            return verify(secret, token, stream, capability).sub
+        except SfuError:
+            return None
+
+    async def read_body(request: web.Request, media_type: str) -> str:
+        mime = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if mime != media_type:
+            raise _rejection(UnsupportedMediaType, f"Content-Type must be {media_type}", "unsupported_media_type")
+        limit = config.max_body_bytes
+        too_large = f"body larger than {limit} bytes"
+        if request.content_length is not None and request.content_length > limit:
+            raise _rejection(PayloadTooLarge, too_large, "body_too_large")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+            body += chunk
+            if len(body) > limit:  # chunked uploads, or a Content-Length that lied
+                raise _rejection(PayloadTooLarge, too_large, "body_too_large")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _rejection(BadRequest, "body is not UTF-8", "bad_encoding") from None
+        if not text.strip():
+            raise _rejection(BadRequest, "empty body", "empty_body")
+        return text
+
+    def location(request: web.Request, kind: str, stream: str, session_id: str) -> str:
+        base = config.public_url.rstrip("/") if config.public_url else f"{request.scheme}://{request.host}"
+        return f"{base}/{kind}/{stream}/{quote(session_id, safe='')}"
+
+    def kind_of(request: web.Request) -> str:
+        return request.path.split("/", 2)[1]  # the router matched /whip/... or /whep/...
+
+    # -- WHIP / WHEP -------------------------------------------------------------------------------
+
+    async def post(request: web.Request) -> web.Response:
+        kind = kind_of(request)
+        stream = stream_of(request)
+        participant = authorize(request, kind, stream)
+        offer = await read_body(request, SDP)
+        created: Created
+        if kind == "whip":
+            created = await api.publish(stream, offer, participant)
+        else:
+            created = await api.view(stream, offer, participant, dict(request.query))
+        headers = CIMultiDict(
+            {
+                "Content-Type": SDP,
+                "Location": location(request, kind, stream, created.session_id),
+                "ETag": f'"{created.etag}"',
+                "Accept-Patch": SDPFRAG,
+            }
+        )
+        for link in links:
+            headers.add("Link", link)
+        return web.Response(status=201, body=created.answer_sdp.encode(), headers=headers)
+
+    async def delete(request: web.Request) -> web.Response:
+        kind = kind_of(request)
+        stream = stream_of(request)
+        authorize(request, kind, stream)
+        await api.delete(kind, stream, request.match_info["session"])
+        return web.Response(status=200)  # RFC 9725 §4.3: 200 whether or not it still existed
+
+    async def patch(request: web.Request) -> web.Response:
+        kind = kind_of(request)
+        stream = stream_of(request)
+        session_id = request.match_info["session"]
+        authorize(request, kind, stream)
+        if not api.session_exists(kind, stream, session_id):
+            raise _rejection(NotFound, "no such session", "not_found")
+        fragment = await read_body(request, SDPFRAG)
+        result = await api.patch(kind, stream, session_id, fragment, _if_match(request.headers.get("If-Match")))
+        headers = {"ETag": f'"{result.etag}"'}
+        if result.answer_fragment is None:
+            return web.Response(status=204, headers=headers)
+        headers["Content-Type"] = SDPFRAG
+        return web.Response(status=200, body=result.answer_fragment.encode(), headers=headers)
+
+    def options_headers() -> CIMultiDict[str]:
+        return CIMultiDict(
+            {
+                "Access-Control-Allow-Methods": ALLOW_METHODS,
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": "86400",
+            }
+        )
+
+    async def options_collection(request: web.Request) -> web.Response:
+        headers = options_headers()
+        headers["Accept-Post"] = SDP
+        for link in links:
+            headers.add("Link", link)
+        return web.Response(status=204, headers=headers)
+
+    async def options_resource(request: web.Request) -> web.Response:
+        headers = options_headers()
+        headers["Accept-Patch"] = SDPFRAG
+        return web.Response(status=204, headers=headers)
+
+    # -- operations and pages ----------------------------------------------------------------------
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(api.stats())
+
+    def page(relative: str) -> web.FileResponse:
+        root = pages.resolve()
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root) or target.suffix not in WEB_SUFFIXES or not target.is_file():
+            raise web.HTTPNotFound(text="not found")
+        return web.FileResponse(target)
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        if (pages / "index.html").is_file():
+            return page("index.html")
+        items = "".join(
+            f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem)}</a></li>' for p in sorted(pages.glob("*.html"))
+        )
+        text = f"<!doctype html><title>sfu</title><h1>sfu</h1><ul>{items}</ul>"
+        return web.Response(text=text, content_type="text/html")
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        return page(request.match_info["path"])
+
+    app = web.Application(middlewares=[errors])
+    app[CONFIG_KEY] = config
+    app[API_KEY] = api
+    app.on_response_prepare.append(on_prepare)
+    for kind in ("whip", "whep"):
+        collection = app.router.add_resource(f"/{kind}/{{stream}}")
+        collection.add_route("POST", post)
+        collection.add_route("OPTIONS", options_collection)
+        resource = app.router.add_resource(f"/{kind}/{{stream}}/{{session}}")
+        resource.add_route("PATCH", patch)
+        resource.add_route("DELETE", delete)
+        resource.add_route("OPTIONS", options_resource)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/stats", stats)
+    app.router.add_get("/", index)
+    app.router.add_get("/static/{path:.+}", static)
+    # Pages at the root too, so relative links from the index ("watch.html") resolve.
+    app.router.add_get(r"/{path:[A-Za-z0-9._-]+\.[a-z]+}", static)
+    return app
+
+
+def _if_match(value: str | None) -> str | None:
+    """`"abc"` -> `abc`; `*` and anything else (a weak tag, a list) as written."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"' and '"' not in value[1:-1]:
+        return value[1:-1]
+    return value
+
+
+__all__ = ["API_KEY", "CONFIG_KEY", "SDP", "SDPFRAG", "build_app", "ice_server_links"]

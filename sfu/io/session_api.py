@@ -1,0 +1,64 @@
+"""What the HTTP layer calls: the session manager's signalling surface, free of HTTP.
+
+`sfu.io.http` validates the request (route, media type, size, encoding, token) and then calls one
+method here; the implementation makes every protocol decision. Errors are `sfu.errors.SfuError`
+subclasses, which the HTTP layer turns into their status (`Conflict` / `Overloaded` with
+`retry_after` become 409 / 503 + Retry-After).
+
+`kind` is "whip" (a publisher session) or "whep" (a viewer session). ETags travel without quotes in
+both directions: `If-Match: "abc"` arrives as `"abc"` -> `abc`, `*` as `*`; a weak tag (`W/"abc"`)
+is passed as written and so never matches (RFC 9110 §13.1.1 uses the strong comparison).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Kind = Literal["whip", "whep"]
+
+
+@dataclass(frozen=True)
+class Created:
+    """A new session: the HTTP layer answers 201 with `answer_sdp`, a Location for `session_id`."""
+
+    session_id: str  # a URL path segment: unreserved characters only, unguessable
+    answer_sdp: str
+    etag: str  # without quotes
+
+
+@dataclass(frozen=True)
+class Patched:
+    """A PATCH result: `answer_fragment` None -> 204 (trickle), else 200 with the sdpfrag (ICE restart)."""
+
+    etag: str  # without quotes; the session's current ETag
+    answer_fragment: str | None
+
+
+class SessionApi(Protocol):
+    async def publish(self, stream: str, offer_sdp: str, participant: str | None) -> Created:
+        """WHIP POST: raises BadRequest / Unprocessable (SDP), Conflict (stream already published) or
+        Overloaded (limits)."""
+        ...
+
+    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+        """WHEP POST; `options` are the query parameters (e.g. `layer=`, `max_height=`). Raises
+        Conflict + retry_after for a stream that is not live, Overloaded, BadRequest / Unprocessable."""
+        ...
+
+    async def delete(self, kind: str, stream: str, session_id: str) -> bool:
+        """End a session; False if it was unknown (the HTTP answer is 200 either way)."""
+        ...
+
+    async def patch(self, kind: str, stream: str, session_id: str, fragment: str, if_match: str | None) -> Patched:
+        """Trickle or ICE restart (RFC 8840 sdpfrag). Raises NotFound / PreconditionFailed / BadRequest."""
+        ...
+
+    def session_exists(self, kind: str, stream: str, session_id: str) -> bool:
+        """Cheap check so the HTTP layer answers 404 before reading a PATCH body."""
+        ...
+
+    def stats(self) -> dict[str, object]:
+        """JSON-able snapshot served at GET /api/stats."""
+        ...

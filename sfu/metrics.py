@@ -1,0 +1,56 @@
+"""Prometheus metrics read from the server's counters at scrape time.
+
+Nothing on the packet path touches a metric object: the fast path keeps plain C counters, and this
+collector turns them into samples when `/metrics` is scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class ServerCollector:
+    """Samples a running `sfu.Server`'s router, sessions and streams."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def collect(self):
+        manager = self.server.manager
+        if manager is None:
+            return
+        router = manager.router
+        traffic = CounterMetricFamily("sfu_udp_datagrams", "UDP datagrams on the media port", labels=["direction"])
+        traffic.add_metric(["in"], router.datagrams_in)
+        traffic.add_metric(["out"], router.datagrams_out)
+        yield traffic
+        volume = CounterMetricFamily("sfu_udp_bytes", "UDP bytes on the media port", labels=["direction"])
+        volume.add_metric(["in"], router.bytes_in)
+        volume.add_metric(["out"], router.bytes_out)
+        yield volume
+        forwarded = CounterMetricFamily("sfu_rtp_forwarded_packets", "RTP packets forwarded to viewers")
+        forwarded.add_metric([], router.forwarded)
+        yield forwarded
+        drops = CounterMetricFamily("sfu_dropped_datagrams", "Datagrams dropped on the media port, by reason", labels=["reason"])
+        for reason, count in router.drop_counts.items():
+            drops.add_metric([reason], count)
+        yield drops
+        events = CounterMetricFamily("sfu_events", "Session manager events and rejections, by name", labels=["event"])
+        for name, count in manager.counters.items():
+            events.add_metric([name], count)
+        yield events
+        sessions = GaugeMetricFamily("sfu_sessions", "Open sessions", labels=["kind"])
+        kinds = {"whip": 0, "whep": 0}
+        for session in manager.sessions.values():
+            kinds[session.kind] = kinds.get(session.kind, 0) + 1
+        for kind, count in kinds.items():
+            sessions.add_metric([kind], count)
+        yield sessions
+        live = GaugeMetricFamily("sfu_live_streams", "Streams with a publisher")
+        live.add_metric([], sum(1 for st in manager.streams.values() if st.live))
+        yield live
+
+
+def register_server_metrics(registry: CollectorRegistry, server) -> None:
+    registry.register(ServerCollector(server))

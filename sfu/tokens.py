@@ -1,0 +1,160 @@
+"""Participant tokens: HS256 JWTs signed with the server's secret, scoped to a stream and capabilities.
+
+Claims: `sub` (participant id), `stream` (a stream name or an fnmatch pattern such as "shop-*" or "*"),
+`caps` (a list of "publish" / "subscribe"), `iat`, `exp` (RFC 7519 §4.1, seconds since the epoch) and
+`iss` = "sfu". Time is a parameter (`now`): nothing here reads the clock unless `now` is None.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from .errors import Forbidden, Unauthorized
+
+ISSUER = "sfu"
+ALGORITHM = "HS256"
+PUBLISH = "publish"
+SUBSCRIBE = "subscribe"
+CAPABILITIES = (PUBLISH, SUBSCRIBE)
+DEFAULT_TTL_S = 12 * 3600
+MAX_TTL_S = 14 * 86400  # a leaked token stays useful for two weeks at most
+CLOCK_SKEW_S = 60  # accept an `iat` this far in the future: tokens may be minted on another host
+
+_STREAM_PATTERN = re.compile(r"[A-Za-z0-9._~\-*?\[\]!]{1,128}")
+_TTL = re.compile(r"\s*(\d+)\s*([smhd]?)\s*", re.IGNORECASE)
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Claims:
+    """A verified token's content, named as the JWT claims (`stream` is the token's name or pattern)."""
+
+    sub: str
+    stream: str
+    caps: frozenset[str]
+    iat: int
+    exp: int
+
+    @property
+    def participant(self) -> str:
+        return self.sub
+
+
+def mint(
+    secret: str | bytes,
+    stream: str,
+    publish: bool,
+    subscribe: bool,
+    ttl_s: float = DEFAULT_TTL_S,
+    participant: str | None = None,
+    now: float | None = None,
+) -> str:
+    """A signed token; `ValueError` for no capability, a bad stream pattern or a TTL outside (0, 14 d]."""
+    if not (publish or subscribe):
+        raise ValueError("a token needs at least one capability (publish or subscribe)")
+    if not _STREAM_PATTERN.fullmatch(stream):
+        raise ValueError(f"stream {stream!r} must be 1-128 of A-Z a-z 0-9 . _ ~ - and the wildcards * ? [ ] !")
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(f"token lifetime must be between 1 s and 14 d, got {ttl_s} s")
+    iat = int(time.time() if now is None else now)
+    caps = [c for c, on in ((PUBLISH, publish), (SUBSCRIBE, subscribe)) if on]
+    claims = {
+        "sub": participant or f"p-{secrets.token_hex(6)}",
+        "stream": stream,
+        "caps": caps,
+        "iat": iat,
+        "exp": iat + int(ttl_s),
+        "iss": ISSUER,
+    }
+    return jwt.encode(claims, _key(secret), algorithm=ALGORITHM)
+
+
+def verify(secret: str | bytes, token: str | None, stream: str, capability: str, now: float | None = None) -> Claims:
+    """Check `token` for `capability` on `stream`.
+
+    Raises `Unauthorized` (missing, malformed, bad signature, wrong issuer, expired, lifetime over
+    14 d) or `Forbidden` (a valid token for another stream or without the capability).
+    """
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+    if not token:
+        raise Unauthorized("missing token")
+    try:
+        claims = jwt.decode(
+            token,
+            _key(secret),
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            # Times are checked below against `now`, not PyJWT's own clock.
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": ["exp", "iat", "iss"]},
+        )
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("bad token signature") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthorized(f"token not signed with {ALGORITHM}") from None
+    except jwt.InvalidIssuerError:
+        raise Unauthorized("token from another issuer") from None
+    except jwt.MissingRequiredClaimError as e:
+        raise Unauthorized(f"malformed token: no {e.claim!r} claim") from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized("malformed token") from None
+
+    sub, pattern, caps, iat, exp = (claims.get(k) for k in ("sub", "stream", "caps", "iat", "exp"))
+    if not (
+        isinstance(sub, str)
+        and isinstance(pattern, str)
+        and isinstance(caps, list)
+        and all(isinstance(c, str) for c in caps)
+        and _is_int(iat)
+        and _is_int(exp)
+    ):
+        raise Unauthorized("malformed token claims")
+    assert isinstance(iat, int) and isinstance(exp, int)
+    t = time.time() if now is None else now
+    if exp - iat > MAX_TTL_S:
+        raise Unauthorized("token lifetime exceeds 14 days")
+    if iat > t + CLOCK_SKEW_S:
+        raise Unauthorized("token issued in the future")
+    if t >= exp:
+        raise Unauthorized("token expired")
+    if not fnmatch.fnmatchcase(stream, pattern):
+        raise Forbidden(f"token does not allow stream {stream!r}")
+    if capability not in caps:
+        raise Forbidden(f"token does not allow {capability}")
+    return Claims(sub=sub, stream=pattern, caps=frozenset(caps), iat=iat, exp=exp)
+
+
+def parse_authorization(header: str | None) -> str | None:
+    """The token in an `Authorization` value: `Bearer <t>` (scheme case-insensitive) or a bare token."""
+    if header is None:
+        return None
+    value = header.strip()
+    scheme, _, rest = value.partition(" ")
+    if rest and scheme.lower() == "bearer":
+        value = rest.strip()
+    return value or None
+
+
+def parse_ttl(text: str) -> int:
+    """Seconds in "3600", "45s", "30m", "12h" or "14d"; `ValueError` otherwise or for 0 / over 14 d."""
+    m = _TTL.fullmatch(text)
+    if not m:
+        raise ValueError(f"bad duration {text!r}: expected a number with an optional unit s, m, h or d (e.g. 12h)")
+    seconds = int(m.group(1)) * _TTL_UNITS[m.group(2).lower()]
+    if not 0 < seconds <= MAX_TTL_S:
+        raise ValueError(f"duration {text!r} must be between 1 s and 14 d")
+    return seconds
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _key(secret: str | bytes) -> bytes:
+    return secret.encode() if isinstance(secret, str) else secret

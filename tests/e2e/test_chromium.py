@@ -1,0 +1,73 @@
+"""Headless Chromium publishing over WHIP and watching over WHEP through the server."""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from e2e_helpers import (
+    AUDIO_RECEIVED,
+    VIDEO_DECODED,
+    open_publisher,
+    open_viewer,
+    summarize_ms,
+    time_to_first_frame,
+    wait_all,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+VIEWERS = 20  # concurrent viewers of one stream
+TTFF_JOINS = 10
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_camera_and_mic_published_and_watched(context, server, codec):
+    publisher = await open_publisher(context, server, "shop1", codec=codec)
+    viewer = await open_viewer(context, server, "shop1")
+
+    s = await wait_for(viewer, VIDEO_DECODED, what="decoded video", pages=[publisher])
+    assert s["video"]["codec"].upper() == codec, s["video"]
+    await wait_for(viewer, AUDIO_RECEIVED, what="received audio", pages=[publisher])
+    await wait_for(viewer, "s => s.video.framesDecoded >= 30", what="30 decoded frames", pages=[publisher])
+
+
+async def test_audio_only_publisher_watched_by_audio_video_viewer(context, server):
+    publisher = await open_publisher(context, server, "radio", audio=True, video=False)
+    viewer = await open_viewer(context, server, "radio")  # offers audio + video
+
+    await wait_for(viewer, AUDIO_RECEIVED, what="received audio", pages=[publisher])
+    state = await viewer.state()
+    assert state["error"] is None, state
+    # The answer keeps the video section in place (rejected or inactive), never drops it.
+    sections = re.findall(r"^m=(\w+) (\d+)", state["remoteSdp"], re.M)
+    assert [kind for kind, _ in sections] == ["audio", "video"], state["remoteSdp"]
+    stats = await viewer.stats()
+    assert stats["video"] is None or not stats["video"].get("framesDecoded"), stats
+
+
+async def test_twenty_concurrent_viewers(context, server):
+    publisher = await open_publisher(context, server, "auction")
+    viewers = await asyncio.gather(*(open_viewer(context, server, "auction") for _ in range(VIEWERS)))
+
+    await wait_all(viewers, VIDEO_DECODED, timeout=60, what="decoded video on every viewer")
+    # Still flowing everywhere, not just a first frame.
+    await wait_all(viewers, "s => s.video.framesDecoded >= 30", timeout=60, what="30 decoded frames")
+    assert publisher  # kept open until the end
+
+
+async def test_ttff(context, server, capsys):
+    """Time from the WHEP POST to the first decoded frame, over sequential joins (printed, not asserted)."""
+    publisher = await open_publisher(context, server, "ttff")
+    samples = []
+    for _ in range(TTFF_JOINS):
+        viewer = await open_viewer(context, server, "ttff")
+        samples.append(await time_to_first_frame(viewer))
+        await viewer.stop()
+        await viewer.close()
+    with capsys.disabled():
+        print(f"\nChromium VP8 publisher, time to first frame: {summarize_ms(samples)}")
+    assert len(samples) == TTFF_JOINS
+    assert publisher

@@ -1,0 +1,164 @@
+import jwt
+import pytest
+
+from sfu.errors import Forbidden, Unauthorized
+from sfu.tokens import (
+    CLOCK_SKEW_S,
+    DEFAULT_TTL_S,
+    MAX_TTL_S,
+    mint,
+    parse_authorization,
+    parse_ttl,
+    verify,
+)
+
+SECRET = "k" * 32
+NOW = 1_800_000_000
+
+
+def test_round_trip_claims():
+    token = mint(SECRET, "live", publish=True, subscribe=False, ttl_s=3600, participant="alice", now=NOW)
+    raw = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False, "verify_iat": False})
+    assert raw == {"sub": "alice", "stream": "live", "caps": ["publish"], "iat": NOW, "exp": NOW + 3600, "iss": "sfu"}
+    claims = verify(SECRET, token, "live", "publish", now=NOW + 10)
+    assert claims.sub == claims.participant == "alice"
+    assert claims.caps == frozenset({"publish"}) and claims.exp == NOW + 3600
+
+
+def test_default_ttl_and_random_participant():
+    a = verify(SECRET, mint(SECRET, "*", True, True, now=NOW), "x", "subscribe", now=NOW)
+    b = verify(SECRET, mint(SECRET, "*", True, True, now=NOW), "x", "subscribe", now=NOW)
+    assert a.exp - a.iat == DEFAULT_TTL_S == 12 * 3600
+    assert a.sub != b.sub and a.sub.startswith("p-")
+
+
+def test_expiry_with_fixed_now():
+    token = mint(SECRET, "live", True, False, ttl_s=60, now=NOW)
+    verify(SECRET, token, "live", "publish", now=NOW + 59)
+    with pytest.raises(Unauthorized, match="expired"):
+        verify(SECRET, token, "live", "publish", now=NOW + 60)
+
+
+def test_issued_in_the_future_beyond_skew():
+    token = mint(SECRET, "live", True, False, ttl_s=600, now=NOW)
+    verify(SECRET, token, "live", "publish", now=NOW - CLOCK_SKEW_S)
+    with pytest.raises(Unauthorized, match="future"):
+        verify(SECRET, token, "live", "publish", now=NOW - CLOCK_SKEW_S - 1)
+
+
+def test_ttl_bounds_on_mint():
+    mint(SECRET, "live", True, False, ttl_s=MAX_TTL_S, now=NOW)
+    for bad in (0, -1, MAX_TTL_S + 1):
+        with pytest.raises(ValueError, match="lifetime"):
+            mint(SECRET, "live", True, False, ttl_s=bad, now=NOW)
+
+
+def test_verify_refuses_lifetime_over_14_days():
+    token = jwt.encode(claims(exp=NOW + MAX_TTL_S + 1), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="14 days"):
+        verify(SECRET, token, "live", "publish", now=NOW)
+
+
+def test_mint_needs_a_capability_and_a_valid_stream():
+    with pytest.raises(ValueError, match="capability"):
+        mint(SECRET, "live", False, False)
+    for bad in ("", "a/b", "x" * 129, "a b"):
+        with pytest.raises(ValueError, match="stream"):
+            mint(SECRET, bad, True, False)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "stream", "allowed"),
+    [
+        ("*", "anything", True),
+        ("shop-*", "shop-42", True),
+        ("shop-*", "shopping", False),
+        ("shop-?", "shop-1", True),
+        ("live", "live", True),
+        ("live", "Live", False),  # case-sensitive
+        ("live", "live2", False),
+    ],
+)
+def test_stream_patterns(pattern, stream, allowed):
+    token = mint(SECRET, pattern, True, True, now=NOW)
+    if allowed:
+        verify(SECRET, token, stream, "publish", now=NOW)
+    else:
+        with pytest.raises(Forbidden, match="stream"):
+            verify(SECRET, token, stream, "publish", now=NOW)
+
+
+def test_capabilities():
+    viewer = mint(SECRET, "*", publish=False, subscribe=True, now=NOW)
+    verify(SECRET, viewer, "live", "subscribe", now=NOW)
+    with pytest.raises(Forbidden, match="publish"):
+        verify(SECRET, viewer, "live", "publish", now=NOW)
+    with pytest.raises(ValueError):
+        verify(SECRET, viewer, "live", "admin", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (None, "missing"),
+        ("", "missing"),
+        ("not-a-jwt", "malformed"),
+        ("a.b.c", "malformed"),
+    ],
+)
+def test_unauthorized_reasons(token, reason):
+    with pytest.raises(Unauthorized, match=reason):
+        verify(SECRET, token, "live", "publish", now=NOW)
+
+
+def claims(**changes):
+    return {"sub": "x", "stream": "*", "caps": ["publish"], "iat": NOW, "exp": NOW + 60, "iss": "sfu", **changes}
+
+
+def test_bad_signature_and_foreign_tokens():
+    other = mint("o" * 32, "*", True, True, now=NOW)
+    with pytest.raises(Unauthorized, match="signature"):
+        verify(SECRET, other, "live", "publish", now=NOW)
+    foreign = jwt.encode(claims(iss="idp"), SECRET)
+    with pytest.raises(Unauthorized, match="issuer"):
+        verify(SECRET, foreign, "live", "publish", now=NOW)
+    no_exp = jwt.encode({k: v for k, v in claims().items() if k != "exp"}, SECRET)
+    with pytest.raises(Unauthorized, match="exp"):
+        verify(SECRET, no_exp, "live", "publish", now=NOW)
+    bad_caps = jwt.encode(claims(caps="publish"), SECRET)
+    with pytest.raises(Unauthorized, match="claims"):
+        verify(SECRET, bad_caps, "live", "publish", now=NOW)
+    unsigned = jwt.encode(claims(), None, algorithm="none")
+    with pytest.raises(Unauthorized):
+        verify(SECRET, unsigned, "live", "publish", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc.def.ghi", "abc.def.ghi"),
+        ("bearer abc.def.ghi", "abc.def.ghi"),
+        ("BEARER   abc.def.ghi  ", "abc.def.ghi"),
+        ("abc.def.ghi", "abc.def.ghi"),
+        (" abc.def.ghi ", "abc.def.ghi"),
+        (None, None),
+        ("", None),
+        ("Bearer", "Bearer"),  # no token after the scheme: treated as a (malformed) bare token
+    ],
+)
+def test_parse_authorization(header, token):
+    assert parse_authorization(header) == token
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("3600", 3600), ("45s", 45), ("30m", 1800), ("12h", 43200), ("14d", 14 * 86400), ("2H", 7200)],
+)
+def test_parse_ttl(text, seconds):
+    assert parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "12w", "1.5h", "-1h", "0", "15d", "12h30m"])
+def test_parse_ttl_rejects(text):
+    with pytest.raises(ValueError):
+        parse_ttl(text)
