@@ -13,7 +13,7 @@ PIP    := $(VENV)/bin/pip
 SYSTEM_PACKAGES := build-essential pkg-config libssl-dev python3-venv python3-dev \
 	chromium gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-nice \
-	python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
+	python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 \
 	redis-server iproute2 nftables procps
 
 .PHONY: all build run test system-deps clean fastpath lint

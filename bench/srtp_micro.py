@@ -104,7 +104,8 @@ def main() -> None:
     for name, profile, lib_profile in PROFILES:
         r = measure(profile, lib_profile, args.payload, args.repeats)
         for op in ("protect", "unprotect"):
-            print(f"{name:<24} {op:<10} {r[op, 'c']:>13.3f} {r[op, 'py']:>13.3f} {r[op, 'lib']:>10.3f}")
+            print(f"{name:<24} {op:<10} {r[op, 'c']:>13.3f} {r[op, 'py']:>13.3f} "
+                  f"{r[op, 'lib']:>10.3f}")
 
 
 if __name__ == "__main__":

@@ -1070,6 +1070,10 @@ cdef class Router:
         if o.paused:
             o.odrops[O_PAUSED] += 1
             return
+        if not ep.has_path or ep.tx is None:
+            # Before the gate: a keyframe the viewer cannot receive must not open it.
+            o.odrops[O_NO_PATH] += 1
+            return
         if o.need_keyframe:
             if not key:
                 o.odrops[O_WAIT_KEYFRAME] += 1
@@ -1088,9 +1092,6 @@ cdef class Router:
                 o.ts_offset = <int64_t>o.last_out_ts - ext_ts
         elif ext_seq < <int64_t>o.start_in_seq:
             o.odrops[O_BEFORE_START] += 1
-            return
-        if not ep.has_path or ep.tx is None:
-            o.odrops[O_NO_PATH] += 1
             return
         if self.npending >= BATCH:
             self.flush()

@@ -303,8 +303,8 @@ cdef class SrtpContext:
 
     State: keyed cipher contexts for RTP and RTCP, per-SSRC tables of _SRTP_SLOTS slots (RTP receive,
     RTCP receive, RTP send for the `protect` wrapper), least recently used replaced (a replaced
-    SSRC restarts at ROC 0), and a per-context SRTCP send index. Not thread-safe: one thread per
-    context at a time, though the cdef methods release nothing and need no GIL.
+    SSRC restarts at ROC 0), and a per-context SRTCP send index starting at 1 (as libsrtp's).
+    The cdef methods need no GIL but are not thread-safe: one thread per context at a time.
     With GCM, unprotect decrypts in place before the tag is checked: on SRTP_ERR_AUTH the payload
     bytes are garbage (the packet is to be dropped anyway).
     """

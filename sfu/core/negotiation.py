@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sfu.errors import Unprocessable
 from sfu.wire import sdp
@@ -182,7 +182,7 @@ def _check_offer(offer: str) -> _Offer:
     live = [m.kind in ("audio", "video") and _is_live(m) for m in desc.media]
     if not any(live):
         raise Unprocessable("no usable media: offer has no audio or video section")
-    for m, ok in zip(desc.media, live):
+    for m, ok in zip(desc.media, live, strict=True):
         if not ok:
             continue
         if m.protocol.upper() != _PROTOCOL:
@@ -191,8 +191,8 @@ def _check_offer(offer: str) -> _Offer:
             raise Unprocessable(f"m={m.kind} section has no a=mid (BUNDLE requires one)")
     bundle = desc.bundle_group()
     # One transport only: media outside the BUNDLE group is rejected in place.
-    usable = [ok and (bundle is None or m.mid in bundle.mids) for m, ok in zip(desc.media, live)]
-    sections = [m for m, ok in zip(desc.media, usable) if ok]
+    usable = [ok and (bundle is None or m.mid in bundle.mids) for m, ok in zip(desc.media, live, strict=True)]
+    sections = [m for m, ok in zip(desc.media, usable, strict=True) if ok]
     if not sections:
         raise Unprocessable("no usable media: no audio or video section is in the offer's BUNDLE group")
     mids = [m.mid for m in desc.media if m.mid is not None]
@@ -214,7 +214,9 @@ def _check_offer(offer: str) -> _Offer:
     # RFC 4145 §4: a missing a=setup means 'active'; the server can only be the DTLS server.
     setup = (first.setup or desc.setup or "active").lower()
     if setup not in ("actpass", "active"):
-        raise Unprocessable(f"offer has a=setup:{setup}; the server is DTLS server, the client must be actpass or active")
+        raise Unprocessable(
+            f"offer has a=setup:{setup}; the server is the DTLS server, so the client must be actpass or active"
+        )
     candidates: list[str] = []
     for m in desc.media:
         for c in m.candidates:
@@ -236,16 +238,27 @@ def _session(offer: _Offer, local: LocalTransport) -> SessionDescription:
     )
 
 
-def _rejected(m: MediaSection) -> MediaSection:
-    """RFC 8866 §5.14 / RFC 3264 §6: rejected in place, keeping its mid."""
+def _rejected(m: MediaSection, local: LocalTransport) -> MediaSection:
+    """RFC 8866 §5.14 / RFC 3264 §6: rejected in place, keeping its mid.
+
+    ICE credentials and the fingerprint are repeated here although the section carries no media:
+    some stacks (aiortc) refuse an answer with any m-section lacking them; browsers ignore them.
+    """
+    first = m.codecs[:1]
     return MediaSection(
         kind=m.kind,
         port=0,
         protocol=m.protocol,
-        formats=m.formats[:1] or ["0"],
+        formats=[str(first[0].pt)] if first else (m.formats[:1] or ["0"]),
+        codecs=[replace(first[0], rtcp_fb=[])] if first else [],
         connection=_ANY_ADDRESS,
         mid=m.mid,
         direction="inactive",
+        ice_ufrag=local.ice_ufrag,
+        ice_pwd=local.ice_pwd,
+        fingerprints=[local.fingerprint],
+        setup="passive",
+        rtcp_mux=True,
     )
 
 
@@ -412,20 +425,18 @@ def answer_publish(offer: str, local: LocalTransport) -> PublishAnswer:
     answer = _session(checked, local)
     tracks: list[PublishedTrack] = []
     considered: list[MediaSection] = []
-    for m, usable in zip(desc.media, checked.usable):
+    for m, usable in zip(desc.media, checked.usable, strict=True):
         choice = _publish_codec(m) if usable else None
         if usable:
             considered.append(m)
         if choice is None:
-            answer.media.append(_rejected(m))
+            answer.media.append(_rejected(m, local))
             continue
         codec, rtx, red = choice
         sends = m.effective_direction(desc.direction) in ("sendonly", "sendrecv")
         section = _accepted(m, local, "recvonly" if sends else "inactive")
         feedback = _feedback(codec, m)
-        section.codecs = [
-            Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, list(feedback))
-        ]
+        section.codecs = [Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, list(feedback))]
         if red is not None:
             section.codecs.append(Codec(red.pt, red.name, red.clock_rate, red.channels, red.fmtp))
         if rtx is not None:
@@ -548,7 +559,7 @@ def answer_subscribe(
     tracks: list[SubscribedTrack] = []
     wanting: list[MediaSection] = []  # sections that asked for media of a kind the stream has
     receiving: list[MediaSection] = []
-    for m, usable in zip(desc.media, checked.usable):
+    for m, usable in zip(desc.media, checked.usable, strict=True):
         receives = usable and m.effective_direction(desc.direction) in ("recvonly", "sendrecv")
         match = None
         if receives:
@@ -562,7 +573,7 @@ def answer_subscribe(
                     match = index, codec
                     break
         if match is None:
-            answer.media.append(_rejected(m))
+            answer.media.append(_rejected(m, local))
             continue
         index, codec = match
         used.add(index)

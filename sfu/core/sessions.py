@@ -234,7 +234,7 @@ class SessionManager:
         if if_match is not None and if_match != "*" and if_match != session.etag:
             raise PreconditionFailed("If-Match does not match the session's ETag")
         frag = parse_sdpfrag(fragment)
-        ufrag, pwd = frag.ice_ufrag, frag.ice_pwd
+        ufrag, pwd = frag.credentials()
         if ufrag is None or ufrag == session.peer.remote_ufrag:
             # Trickle (RFC 8840): an ICE-lite server learns addresses from checks; nothing to do.
             self.counters["trickle-patches"] += 1

@@ -209,6 +209,16 @@ class _Client:
             await self.stop()
             raise
 
+    async def start(self) -> None:  # overridden
+        raise NotImplementedError
+
+    async def __aenter__(self) -> _Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         """DELETE the WHIP/WHEP resource (if any), close sockets and the HTTP session."""
         if self._closed:
@@ -219,6 +229,10 @@ class _Client:
                     await response.read()
             except aiohttp.ClientError:
                 self._count_drop("delete-failed")
+        if self._dtls is not None and self.dtls_state == "connected":
+            self._dtls.close()  # close_notify, as browsers send on pc.close()
+            for datagram in self._dtls.take_datagrams():
+                self._send(datagram)
         await self._close()
 
     async def _close(self) -> None:
@@ -241,12 +255,19 @@ class _Client:
         while not predicate():
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"condition not met within {timeout}s; stats={self.stats}")
+                raise TimeoutError(f"condition not met within {timeout}s; stats={self._summary()}")
             await asyncio.sleep(min(WAIT_POLL_S, remaining))
 
     @property
     def stats(self) -> dict[str, Any]:  # overridden
         return {}
+
+    def _summary(self) -> dict[str, Any]:
+        """`stats` without the latency sample lists (for error messages)."""
+        return {
+            key: {k: v for k, v in value.items() if k != "latency_ns"} if isinstance(value, dict) else value
+            for key, value in self.stats.items()
+        }
 
     @property
     def socket_stats(self) -> list[dict[str, Any]]:

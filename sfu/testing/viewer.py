@@ -73,7 +73,7 @@ class _RecvStream:
         "padding", "rtx", "keyframes", "last_keyframe_ts", "resolution", "missing", "seen",
         "jitter", "last_transit", "expected_prior", "received_prior", "last_sr_mid",
         "last_sr_at", "first_packet_at", "frames", "last_frame", "layers", "latency",
-        "source",
+        "source", "first_keyframe_at", "packets_before_keyframe",
     )
 
     def __init__(self, ssrc: int, kind: str, codec: str, clock: int, nack: bool, latency: deque[int]) -> None:
@@ -103,6 +103,8 @@ class _RecvStream:
         self.layers: dict[int, int] = {}  # probe layer index -> frames
         self.latency = latency
         self.source: tuple[str, int] | None = None
+        self.first_keyframe_at: float | None = None
+        self.packets_before_keyframe = 0  # media packets that arrived before the first keyframe
 
 
 class PacketViewer(_Client):
@@ -292,10 +294,16 @@ class PacketViewer(_Client):
                     if is_key:
                         if width:
                             stream.resolution = (width, height)
-                        self._keyframe(stream, ts)
+                        self._keyframe(stream, ts, now)
             elif codec == "H264" and (first & 0x1F) in (5, 7, 24, 28):
-                if media.h264_is_keyframe(plain[offset:end]):
-                    self._keyframe(stream, ts)
+                payload = plain[offset:end]
+                if media.h264_is_keyframe(payload):
+                    size = media.h264_keyframe_size(payload)
+                    if size:
+                        stream.resolution = size
+                    self._keyframe(stream, ts, now)
+            if not stream.keyframes:
+                stream.packets_before_keyframe += 1
         found = media.find_probe(plain, offset)
         if found is not None:
             send_ns, frame, layer = found
@@ -307,7 +315,9 @@ class PacketViewer(_Client):
                 stream.layers[layer] = stream.layers.get(layer, 0) + 1
 
     @staticmethod
-    def _keyframe(stream: _RecvStream, ts: int) -> None:
+    def _keyframe(stream: _RecvStream, ts: int, now: float) -> None:
+        if stream.first_keyframe_at is None:
+            stream.first_keyframe_at = now
         if ts != stream.last_keyframe_ts:
             stream.last_keyframe_ts = ts
             stream.keyframes += 1
@@ -457,6 +467,10 @@ class PacketViewer(_Client):
             "resolution": next((s.resolution for s in streams if s.resolution), None),
             "layers": layers,
             "first_packet_at": min(firsts) if firsts else None,
+            "first_keyframe_at": min(
+                (s.first_keyframe_at for s in streams if s.first_keyframe_at is not None), default=None
+            ),
+            "packets_before_keyframe": sum(s.packets_before_keyframe for s in streams),
             "latency_ns": list(self._latency[kind]),
             "ssrcs": [s.ssrc for s in streams],
             "sources": sorted({s.source for s in streams if s.source}),

@@ -93,7 +93,9 @@ class ClientPage:
 
     async def goto(self, url: str) -> None:
         self.url = url
-        await self.page.goto(url, wait_until="load")
+        # Not "load": a <video> element delays the load event until it has a frame (HTML media
+        # elements' delaying-the-load-event flag), and for an audio-only stream it never gets one.
+        await self.page.goto(url, wait_until="domcontentloaded")
 
     async def stats(self) -> dict[str, Any] | None:
         return await self.page.evaluate(STATS_JS)
@@ -301,6 +303,8 @@ class GstPublisher:
             "--key-int-max", str(key_int_max),
             "--duration", str(duration),
             "--connect-timeout", str(connect_timeout),
+            # the server runs on loopback: check from loopback (libnice skips it by default)
+            "--local-address", "127.0.0.1",
         ]
         if not audio:
             self.args.append("--no-audio")

@@ -76,6 +76,25 @@ def build_pipeline(args: argparse.Namespace) -> str:
 
 
 class Publisher:
+    def restrict_local_addresses(self) -> None:
+        """Gather host candidates only on --local-address (libnice skips loopback by default, and the
+        kernel drops a check from an interface address to 127.0.0.1: on a loopback-only test the
+        publisher must check from loopback, as OBS on the same host as the server does)."""
+        if not self.args.local_address:
+            return
+        gi.require_version("Nice", "0.1")
+        from gi.repository import Nice
+
+        # Keep both wrappers alive for the whole run: 1.22's bindings drop a reference they never
+        # took when a wrapper of the ICE object is collected, which frees webrtcbin's agent.
+        self._ice = self.webrtc.get_property("ice-agent")
+        self._agent = agent = self._ice.get_property("agent")
+        for text in self.args.local_address:
+            address = Nice.Address.new()
+            if not address.set_from_string(text):
+                raise SystemExit(f"gst_whip_publisher: bad --local-address {text!r}")
+            agent.add_local_address(address)
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.loop = GLib.MainLoop()
@@ -85,6 +104,7 @@ class Publisher:
         self.offer_started = False
         self.pipeline = Gst.parse_launch(build_pipeline(args))
         self.webrtc = self.pipeline.get_by_name("webrtc")
+        self.restrict_local_addresses()
         self.webrtc.connect("on-negotiation-needed", self.on_negotiation_needed)
         self.webrtc.connect("notify::ice-connection-state", self.on_state)
         self.webrtc.connect("notify::connection-state", self.on_state)
@@ -290,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until signalled)")
     ap.add_argument("--connect-timeout", type=float, default=20, help="fail unless connected by then (0: never)")
+    ap.add_argument("--local-address", action="append", default=[],
+                    help="gather ICE host candidates only on this address (repeatable), e.g. 127.0.0.1")
     ap.add_argument("--no-audio", action="store_true")
     ap.add_argument("--no-video", action="store_true")
     ap.add_argument("--ignore-pli", action="store_true", help="drop keyframe requests, as OBS does")

@@ -26,6 +26,8 @@ TTFF_JOINS = 10
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
 async def test_camera_and_mic_published_and_watched(context, server, codec):
     publisher = await open_publisher(context, server, "shop1", codec=codec)
+    sent = await publisher.stats()
+    assert [o["codec"].upper() for o in sent["outbound"].values() if o["kind"] == "video"] == [codec], sent
     viewer = await open_viewer(context, server, "shop1")
 
     s = await wait_for(viewer, VIDEO_DECODED, what="decoded video", pages=[publisher])

@@ -117,6 +117,7 @@ def test_h264_sps_encodes_the_layer_size(size: tuple[int, int]) -> None:
     sps = media.h264_sps(*size)
     assert sps[:4] == b"\x67\x42\xe0\x1f"
     assert _sps_size(sps) == size
+    assert media.h264_sps_size(sps) == size
 
 
 def test_h264_keyframe_is_stap_a_then_fu_a_idr() -> None:
@@ -133,6 +134,7 @@ def test_h264_keyframe_is_stap_a_then_fu_a_idr() -> None:
         pos += 2 + length
     assert [u[0] & 0x1F for u in units] == [7, 8, 6] and pos == len(key[0])
     assert _sps_size(units[0]) == (640, 360)
+    assert media.h264_keyframe_size(key[0]) == (640, 360)
     fu = key[1:]
     assert [p[0] & 0x1F for p in fu] == [28] * len(fu) and len(fu) == 3
     assert fu[0][1] == 0x85 and fu[-1][1] == 0x45  # S+IDR ... E+IDR
@@ -386,6 +388,7 @@ async def test_nack_repairs_losses_and_pli_brings_a_keyframe() -> None:
         await viewer.wait_for(lambda: viewer.stats["video"]["keyframes"] == 1, timeout=2)
         assert publisher.stats["plis_received"] == 1
         assert publisher.srtp_profile == "SRTP_AES128_CM_SHA1_80"
+        assert viewer.stats["video"]["resolution"] == (1280, 720)  # read from the SPS
         await viewer.stop()
         await publisher.stop()
 
@@ -413,23 +416,41 @@ def _server_or_skip():  # type: ignore[no-untyped-def]
 async def test_publisher_and_two_viewers_through_sfu_server() -> None:
     server_class, config_class = _server_or_skip()
     async with server_class(config_class.for_tests()) as server:
-        publisher = PacketPublisher(server.whip_url("shop1"), server.mint_token("shop1", publish=True))
-        await publisher.start()
-        viewers = [
-            PacketViewer(server.whep_url("shop1"), server.mint_token("shop1", subscribe=True))
-            for _ in range(2)
-        ]
-        for viewer in viewers:
-            await viewer.start()
-        for viewer in viewers:
-            await viewer.wait_for(lambda v=viewer: v.stats["video"]["frames"] >= 30
-                                  and v.stats["audio"]["packets"] >= 50, timeout=10)
-        for viewer in viewers:
-            stats = viewer.stats
-            for kind in ("audio", "video"):
-                assert stats[kind]["lost"] == 0 and stats[kind]["lost_final"] == 0, stats[kind]
-                assert stats[kind]["latency_ns"], kind
-            assert stats["video"]["keyframes"] >= 1
-        for viewer in viewers:
-            await viewer.stop()
-        await publisher.stop()
+        publish = server.mint_token("shop1", publish=True)
+        subscribe = server.mint_token("shop1", subscribe=True)
+        async with PacketPublisher(server.whip_url("shop1"), publish) as publisher, \
+                PacketViewer(server.whep_url("shop1"), subscribe) as first, \
+                PacketViewer(server.whep_url("shop1"), subscribe, extra_check_addrs=2) as second:
+            for viewer in (first, second):
+                await viewer.wait_for(lambda v=viewer: v.stats["video"]["frames"] >= 30
+                                      and v.stats["audio"]["packets"] >= 50, timeout=10)
+            for viewer in (first, second):
+                stats = viewer.stats
+                for kind in ("audio", "video"):
+                    summary = {k: v for k, v in stats[kind].items() if k != "latency_ns"}
+                    assert stats[kind]["gaps"] == 0 and stats[kind]["duplicates"] == 0, summary
+                    assert stats[kind]["latency_ns"] and _latency_ms(viewer, kind) < 50, summary
+                    assert len(stats[kind]["ssrcs"]) == 1, summary
+            main, *extra = second.socket_stats
+            assert main["rtp"] > 0 and all(s["stun_success"] and not s["rtp"] for s in extra)
+            assert publisher.stats["keyframes_sent"] >= 1
+
+
+async def test_sfu_server_viewers_joining_together_start_on_a_keyframe() -> None:
+    """Two viewers joining back to back: each one's first video packet starts a keyframe
+    (the server gates new subscriptions on one), whatever the order of ICE and keyframes."""
+    server_class, config_class = _server_or_skip()
+    for _ in range(3):
+        async with server_class(config_class.for_tests()) as server:
+            publish = server.mint_token("shop1", publish=True)
+            subscribe = server.mint_token("shop1", subscribe=True)
+            async with PacketPublisher(server.whip_url("shop1"), publish), \
+                    PacketViewer(server.whep_url("shop1"), subscribe, audio=False) as first, \
+                    PacketViewer(server.whep_url("shop1"), subscribe, audio=False) as second:
+                for viewer in (first, second):
+                    await viewer.wait_for(lambda v=viewer: v.stats["video"]["frames"] >= 30, timeout=10)
+                for viewer in (first, second):
+                    video = viewer.stats["video"]
+                    summary = {k: v for k, v in video.items() if k != "latency_ns"}
+                    assert video["packets_before_keyframe"] == 0 and video["keyframes"] >= 1, summary
+                    assert video["resolution"] == (1280, 720)

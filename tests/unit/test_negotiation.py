@@ -93,7 +93,7 @@ def test_publish_answer_shape(name: str) -> None:
     result = publish(name)
     answer = check_shape(samples.PUBLISH_OFFERS[name], result.sdp)
     offer = sdp.parse(samples.PUBLISH_OFFERS[name])
-    for m_offer, m in zip(offer.media, answer.media):
+    for m_offer, m in zip(offer.media, answer.media, strict=True):
         if m.port:
             assert m.direction == "recvonly"
             assert m.rtcp_rsize == m_offer.rtcp_rsize
@@ -179,12 +179,16 @@ def test_datachannel_rejected_in_place() -> None:
     answer = sdp.parse(result.sdp)
     app = answer.media[2]
     assert (app.kind, app.port, app.protocol, app.formats, app.mid) == (
-        "application", 0, "UDP/DTLS/SCTP", ["webrtc-datachannel"], "2"
+        "application",
+        0,
+        "UDP/DTLS/SCTP",
+        ["webrtc-datachannel"],
+        "2",
     )
     assert "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n" in result.sdp
     assert answer.bundle_group().mids == ["0", "1"]  # type: ignore[union-attr]
     video = result.tracks[1]
-    (ssrc, rtx_ssrc), = video.rtx_ssrcs.items()
+    ((ssrc, rtx_ssrc),) = video.rtx_ssrcs.items()
     assert video.ssrcs == (ssrc,) and rtx_ssrc not in video.ssrcs
 
 
@@ -497,7 +501,11 @@ def test_feedback_flags() -> None:
 
 
 def test_viewer_without_rtx() -> None:
-    offer = edit(samples.CHROME_WHEP_RECVONLY, lambda d: [setattr(m, "codecs", [c for c in m.codecs if not c.is_rtx]) for m in d.media])
+    def no_rtx(desc: SessionDescription) -> None:
+        for m in desc.media:
+            m.codecs = [c for c in m.codecs if not c.is_rtx]
+
+    offer = edit(samples.CHROME_WHEP_RECVONLY, no_rtx)
     result = subscribe(publish("chrome_simulcast").tracks, offer)
     video = result.tracks[1]
     assert video.rtx_payload_type is None and video.rtx_ssrc is None
@@ -568,8 +576,8 @@ def test_fuzzed_offers_only_raise_400_or_422() -> None:
         for _ in range(rng.randrange(1, 4)):
             text = mutate(text, rng)
         for call in (
-            lambda: neg.answer_publish(text, LOCAL).sdp,
-            lambda: neg.answer_subscribe(text, LOCAL, published, ssrcs(), "s").sdp,
+            lambda t=text: neg.answer_publish(t, LOCAL).sdp,
+            lambda t=text: neg.answer_subscribe(t, LOCAL, published, ssrcs(), "s").sdp,
         ):
             try:
                 out = call()

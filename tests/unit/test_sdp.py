@@ -136,7 +136,8 @@ def test_obs_groups_and_session_ice_options() -> None:
 def test_datachannel_section() -> None:
     d = sdp.parse(samples.CHROME_DATACHANNEL)
     app = d.media[2]
-    assert (app.kind, app.protocol, app.formats, app.codecs) == ("application", "UDP/DTLS/SCTP", ["webrtc-datachannel"], [])
+    assert (app.kind, app.protocol, app.formats) == ("application", "UDP/DTLS/SCTP", ["webrtc-datachannel"])
+    assert app.codecs == []
     assert ("sctp-port", "5000") in app.other
 
 
@@ -157,9 +158,11 @@ def minimal(formats: str = "111", extra: str = "a=rtpmap:111 opus/48000/2\n") ->
 
 def test_extmap_attributes_and_directions() -> None:
     d = sdp.parse(
-        minimal(extra="a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\n"
-                "a=extmap:3/sendonly urn:ietf:params:rtp-hdrext:sdes:mid\n"
-                "a=extmap:200 urn:example:two-byte\n")
+        minimal(
+            extra="a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\n"
+            "a=extmap:3/sendonly urn:ietf:params:rtp-hdrext:sdes:mid\n"
+            "a=extmap:200 urn:example:two-byte\n"
+        )
     )
     assert d.media[0].extmaps == [
         Extmap(1, "urn:ietf:params:rtp-hdrext:ssrc-audio-level", None, "vad=on"),
@@ -196,8 +199,11 @@ def test_fmtp_params_tolerates_spaces_and_flags() -> None:
 
 def test_simulcast_forms() -> None:
     d = sdp.parse(
-        minimal(formats="96", extra="a=rtpmap:96 VP8/90000\na=rid:1 send\na=rid:2 send pt=96;max-width=1280\n"
-                "a=rid:3 send\na=rid:r recv\na=simulcast:send 1,~2;3 recv r\n")
+        minimal(
+            formats="96",
+            extra="a=rtpmap:96 VP8/90000\na=rid:1 send\na=rid:2 send pt=96;max-width=1280\n"
+            "a=rid:3 send\na=rid:r recv\na=simulcast:send 1,~2;3 recv r\n",
+        )
     )
     m = d.media[0]
     assert m.rids[1] == Rid("2", "send", "pt=96;max-width=1280")
