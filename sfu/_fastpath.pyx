@@ -339,6 +339,9 @@ cdef int sniff_keyframe(const uint8_t *p, int n, int codec) noexcept nogil:
     return 0
 
 
+include "_layers.pxi"   # simulcast switching, picture ids, send log, padding probes
+
+
 # ---------------------------------------------------------------------------------------------
 # Address keys: one C hash table maps a remote transport address to its Endpoint
 # ---------------------------------------------------------------------------------------------
@@ -450,6 +453,7 @@ cdef class Endpoint:
     cdef uint16_t *twcc_seq
     cdef int64_t *twcc_arrival_us
     cdef public uint64_t twcc_written, twcc_read
+    cdef SendLog *sendlog                     # outgoing transport-wide records (_layers.pxi), lazily
 
     def __cinit__(self):
         self.streams = []
@@ -463,6 +467,7 @@ cdef class Endpoint:
     def __dealloc__(self):
         free(self.twcc_seq)
         free(self.twcc_arrival_us)
+        free(self.sendlog)
 
     def __init__(self, owner=None):
         self.owner = owner
@@ -558,6 +563,7 @@ cdef class InStream:
     cdef public uint32_t last_ts
     # publisher's extension ids for the ones the loop reads
     cdef public int ext_audio_level, ext_video_orientation, ext_dd
+    cdef LayerInfo info                      # picture size seen at keyframes (_layers.pxi)
 
     def __init__(self, owner=None, uint32_t ssrc=0, int codec=0, int payload_type=0,
                  int clock_rate=90000):
@@ -624,6 +630,7 @@ cdef class OutTrack:
     cdef uint64_t odrops[N_ODROPS]
     cdef public uint32_t last_in_ts          # source timestamp of the last forwarded packet
     cdef public bint keyframe_wanted         # set when gated on a keyframe: Python polls it
+    cdef LayerRw lr                          # source gate, picture ids, padding (_layers.pxi)
 
     def __init__(self, Endpoint ep, uint32_t ssrc, int payload_type, int clock_rate, bint video,
                  uint16_t initial_seq=0, uint32_t initial_ts=0, owner=None):
@@ -1049,14 +1056,24 @@ cdef class Router:
             if key:
                 media.keyframes += 1
                 media.last_keyframe_at = self.now
+                sniff_layer_info(&media.info, p + v.payload_off, v.payload_len, media.codec)
         self._fan_out(media, p, n, v, ext_seq, ext_ts, key)
 
     cdef void _fan_out(self, InStream st, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
                        int64_t ext_ts, int key):
         cdef Py_ssize_t i, count = PyList_GET_SIZE(st.outs)
         cdef OutTrack o
+        cdef int gate
         for i in range(count):
             o = <OutTrack>PyList_GET_ITEM(st.outs, i)
+            if o.lr.current != NULL or o.lr.pending != NULL:
+                gate = layer_gate(&o.lr, <void *>st, key)
+                if gate == 0:
+                    continue
+                if gate == 2:   # the target layer's keyframe: switch here, re-based
+                    o.rebase = True
+                    o.need_keyframe = o.video
+                    o.lr.pic_rebase = True
             self._forward_one(o, p, n, v, ext_seq, ext_ts, key)
 
     cdef void _forward_one(self, OutTrack o, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
@@ -1066,6 +1083,7 @@ cdef class Router:
         cdef int out_len, hdr, i, end, eid, elen, w, ext_start, pad, body_len, nid
         cdef int64_t out_seq, out_ts
         cdef uint64_t tseq
+        cdef int64_t tw_seq = -1
         cdef int two_byte
         if o.paused:
             o.odrops[O_PAUSED] += 1
@@ -1090,6 +1108,7 @@ cdef class Router:
                     (self.now - o.last_out_at) * o.clock_rate if self.now > o.last_out_at else 0) - ext_ts
             else:
                 o.ts_offset = <int64_t>o.last_out_ts - ext_ts
+            align_timestamp(&o.lr, o.has_out, o.last_out_ts, &o.ts_offset, ext_ts, v.ts, o.clock_rate)
         elif ext_seq < <int64_t>o.start_in_seq:
             o.odrops[O_BEFORE_START] += 1
             return
@@ -1159,6 +1178,7 @@ cdef class Router:
             w += 3
         if o.twcc_id:
             tseq = ep.twcc_next
+            tw_seq = <int64_t>tseq
             ep.twcc_next += 1
             if two_byte:
                 q[w] = o.twcc_id
@@ -1183,6 +1203,8 @@ cdef class Router:
             o.odrops[O_TOO_LARGE] += 1
             return
         memcpy(q + hdr, p + v.payload_off, body_len + pad)
+        if o.lr.codec == C_VP8 or o.lr.codec == C_VP9:
+            rewrite_picture_ids(&o.lr, o.lr.codec, q + hdr, body_len)
         if pad:
             q[0] |= 0x20
         out_len = hdr + body_len + pad
@@ -1208,6 +1230,13 @@ cdef class Router:
         ep.tx_packets += 1
         ep.tx_bytes += out_len
         self.forwarded += 1
+        if tw_seq >= 0:
+            if ep.sendlog == NULL:
+                ep.sendlog = <SendLog *>calloc(1, sizeof(SendLog))
+            if ep.sendlog != NULL:
+                sendlog_record(ep.sendlog, tw_seq, self.now, out_len, 0)
+        if v.marker and o.lr.pad_budget > 0 and out_seq == <int64_t>o.last_out_seq:
+            emit_padding(self, o, ep, ext_seq)
 
     cpdef int flush(self):
         """Send every queued datagram (one sendmmsg per up to BATCH)."""

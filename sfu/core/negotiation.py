@@ -559,9 +559,11 @@ def answer_subscribe(
     tracks: list[SubscribedTrack] = []
     wanting: list[MediaSection] = []  # sections that asked for media of a kind the stream has
     receiving: list[MediaSection] = []
+    mismatched: list[MediaSection] = []  # sections whose kind the stream has, in no common codec
     for m, usable in zip(desc.media, checked.usable, strict=True):
         receives = usable and m.effective_direction(desc.direction) in ("recvonly", "sendrecv")
         match = None
+        candidates: list[int] = []
         if receives:
             receiving.append(m)
             candidates = [i for i, t in enumerate(published) if t.kind == m.kind and i not in used]
@@ -573,6 +575,8 @@ def answer_subscribe(
                     match = index, codec
                     break
         if match is None:
+            if receives and candidates:
+                mismatched.append(m)
             answer.media.append(_rejected(m, local))
             continue
         index, codec = match
@@ -583,6 +587,10 @@ def answer_subscribe(
         tracks.append(track)
     if not tracks:
         raise Unprocessable(_no_match_reason(published, receiving, wanting))
+    if mismatched:
+        # The stream has this kind but the viewer decodes none of its codecs: a clear 422 beats
+        # a session that plays audio over a black screen.
+        raise Unprocessable(_no_match_reason(published, receiving, mismatched))
     return SubscribeAnswer(_finish(answer, checked), checked.remote, tuple(tracks))
 
 

@@ -93,6 +93,7 @@ class Peer:
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[object] = []
         self._validated: set[Address] = set()
+        self._activity = 0
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -124,6 +125,13 @@ class Peer:
         if deadline is not None and deadline <= now:
             self.dtls.handle_timer(now)
             self._drain_dtls(self.path, now)
+
+    def poll_activity(self, now: float) -> None:
+        """Called about once a second: authenticated traffic since the last call keeps consent."""
+        seen = self.endpoint.rx_packets + self.endpoint.rtcp_in
+        if seen != self._activity:
+            self._activity = seen
+            self.ice.media_alive(now)
 
     def restart_ice(self, remote_ufrag: str, remote_pwd: str, now: float) -> tuple[str, str]:
         """ICE restart (RFC 8445 §2.4): new credentials both ways, the path kept until nominated."""

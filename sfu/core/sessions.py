@@ -516,6 +516,7 @@ class SessionManager:
         for session in list(self.sessions.values()):
             if session.closed or session.peer.srtp_profile is None:
                 continue
+            session.peer.poll_activity(now)
             if session.kind == "whip":
                 blocks = []
                 for track in session.stream.tracks:

@@ -186,13 +186,9 @@ class _Client:
             if not self._remotes:
                 raise ConnectionError("answer has no usable UDP candidate")
             for index in range(1 + self.extra_check_addrs):
-                transport, protocol = await loop.create_datagram_endpoint(
-                    lambda i=index: _SocketProtocol(self, i), local_addr=(self.local_addr, 0)
-                )
+                protocol, sockname = await self._open_socket(loop, index)
                 self._sockets.append(protocol)
-                self._socket_stats.append(
-                    SocketStats(index, transport.get_extra_info("sockname")[:2], index == 0)
-                )
+                self._socket_stats.append(SocketStats(index, sockname, index == 0))
             self._connected = loop.create_future()
             self._ice_state = "checking"
             self._arm(loop.time())
@@ -208,6 +204,17 @@ class _Client:
         except BaseException:
             await self.stop()
             raise
+
+    async def _open_socket(
+        self, loop: asyncio.AbstractEventLoop, index: int
+    ) -> tuple[_SocketProtocol, tuple[str, int]]:
+        """One local UDP socket; its datagrams go to `_datagram(index, ...)`. A subclass may read
+        the socket its own way (the load tester does) as long as `.transport` has `sendto` and
+        `close`."""
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _SocketProtocol(self, index), local_addr=(self.local_addr, 0)
+        )
+        return protocol, transport.get_extra_info("sockname")[:2]
 
     async def start(self) -> None:  # overridden
         raise NotImplementedError

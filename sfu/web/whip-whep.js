@@ -265,23 +265,37 @@
       console.log(`[sfu ${st.role}] iceConnectionState ${pc.iceConnectionState}`));
   }
 
-  // Poll until the first decoded video frame (and first audio packet), to time-stamp them.
+  // Poll until the first decoded video frame (and first audio packet), to time-stamp them. Each
+  // receiver's own getStats() is much cheaper than the whole pc's, which matters with many viewers.
   function watchFirstMedia(st, pc) {
-    let wantAudio = pc.getTransceivers().some((t) => t.receiver.track && t.receiver.track.kind === "audio");
+    const receiverOf = (kind) => {
+      const t = pc.getTransceivers().find((x) => x.receiver.track && x.receiver.track.kind === kind);
+      return t ? t.receiver : null;
+    };
+    const inbound = async (receiver) => {
+      let found = null;
+      if (receiver) (await receiver.getStats()).forEach((r) => { if (r.type === "inbound-rtp") found = r; });
+      return found;
+    };
+    const video = receiverOf("video"), audio = receiverOf("audio");
     const tick = async () => {
       if (pc.signalingState === "closed") return;
       try {
-        const s = await summarizeStats(pc);
-        const now = performance.now();
-        if (st.firstFrameAt === null && s.video && s.video.framesDecoded > 0) {
-          st.firstFrameAt = now;
-          if (st.state === "connected") setStatus(st, "playing");
+        if (st.firstFrameAt === null && video) {
+          const r = await inbound(video);
+          if (r && r.framesDecoded > 0) {
+            st.firstFrameAt = performance.now();
+            if (st.state === "connected") setStatus(st, "playing");
+          }
         }
-        if (st.firstAudioAt === null && s.audio && s.audio.packetsReceived > 0) st.firstAudioAt = now;
+        if (st.firstAudioAt === null && audio) {
+          const r = await inbound(audio);
+          if (r && r.packetsReceived > 0) st.firstAudioAt = performance.now();
+        }
       } catch (e) {
         // getStats() can reject while the pc is being closed.
       }
-      if (st.firstFrameAt === null || (wantAudio && st.firstAudioAt === null)) {
+      if ((video && st.firstFrameAt === null) || (audio && st.firstAudioAt === null)) {
         setTimeout(tick, FIRST_FRAME_POLL_MS);
       }
     };

@@ -204,6 +204,7 @@ async def wait_for(
     timeout: float = DEFAULT_TIMEOUT_S,
     what: str | None = None,
     pages: Sequence[ClientPage] = (),
+    poll_interval: float = POLL_INTERVAL_S,
 ) -> dict[str, Any]:
     """Poll window.sfu.stats() until `predicate` holds; return the stats that satisfied it.
 
@@ -229,7 +230,7 @@ async def wait_for(
             await _fail(f"{cp.name}: page error while waiting for {what}: {error}", [cp, *pages])
         if time.monotonic() >= deadline:
             await _fail(f"{cp.name}: timed out after {timeout:.0f} s waiting for {what}", [cp, *pages])
-        await asyncio.sleep(POLL_INTERVAL_S)
+        await asyncio.sleep(poll_interval)
 
 
 async def _fail(message: str, pages: Sequence[ClientPage]) -> None:
@@ -242,8 +243,10 @@ async def _fail(message: str, pages: Sequence[ClientPage]) -> None:
 async def wait_all(
     pages: Sequence[ClientPage], predicate: Predicate, timeout: float = DEFAULT_TIMEOUT_S, what: str | None = None
 ) -> list[dict[str, Any]]:
-    """wait_for on every page, concurrently, with one shared deadline."""
-    return list(await asyncio.gather(*(wait_for(p, predicate, timeout, what) for p in pages)))
+    """wait_for on every page, concurrently, with one shared deadline (polling less often when there
+    are many pages: getStats() is not free and the pages share the machine with the server)."""
+    interval = max(POLL_INTERVAL_S, POLL_INTERVAL_S * len(pages) / 4)
+    return list(await asyncio.gather(*(wait_for(p, predicate, timeout, what, poll_interval=interval) for p in pages)))
 
 
 # -- time to first frame

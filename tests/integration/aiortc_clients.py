@@ -68,8 +68,10 @@ class AiortcPublisher:
 class AiortcViewer:
     """An aiortc WHEP viewer that counts decoded frames per kind."""
 
-    def __init__(self, server, stream: str, video: bool = True, audio: bool = True, query: str = ""):
+    def __init__(self, server, stream: str, video: bool = True, audio: bool = True, query: str = "",
+                 audio_first: bool = False):
         self.server, self.stream, self.video, self.audio, self.query = server, stream, video, audio, query
+        self.audio_first = audio_first
         self.pc = RTCPeerConnection()
         self.frames: Counter[str] = Counter()
         self.sizes: set[tuple[int, int]] = set()
@@ -77,10 +79,9 @@ class AiortcViewer:
         self.answer = None
 
     async def start(self):
-        if self.video:
-            self.pc.addTransceiver("video", direction="recvonly")
-        if self.audio:
-            self.pc.addTransceiver("audio", direction="recvonly")
+        kinds = [k for k, wanted in (("video", self.video), ("audio", self.audio)) if wanted]
+        for kind in reversed(kinds) if self.audio_first else kinds:
+            self.pc.addTransceiver(kind, direction="recvonly")
 
         @self.pc.on("track")
         def on_track(track):

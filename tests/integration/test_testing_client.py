@@ -404,17 +404,14 @@ async def test_refused_offer_raises_whep_error() -> None:
 # --- against sfu.Server --------------------------------------------------------------------
 
 
-def _server_or_skip():  # type: ignore[no-untyped-def]
-    try:
-        import sfu
+def _server_classes():  # type: ignore[no-untyped-def]
+    import sfu
 
-        return sfu.Server, sfu.Config
-    except Exception as exc:  # the server is not importable yet
-        pytest.skip(f"sfu.Server not importable: {exc!r}")
+    return sfu.Server, sfu.Config
 
 
 async def test_publisher_and_two_viewers_through_sfu_server() -> None:
-    server_class, config_class = _server_or_skip()
+    server_class, config_class = _server_classes()
     async with server_class(config_class.for_tests()) as server:
         publish = server.mint_token("shop1", publish=True)
         subscribe = server.mint_token("shop1", subscribe=True)
@@ -439,7 +436,7 @@ async def test_publisher_and_two_viewers_through_sfu_server() -> None:
 async def test_sfu_server_viewers_joining_together_start_on_a_keyframe() -> None:
     """Two viewers joining back to back: each one's first video packet starts a keyframe
     (the server gates new subscriptions on one), whatever the order of ICE and keyframes."""
-    server_class, config_class = _server_or_skip()
+    server_class, config_class = _server_classes()
     for _ in range(3):
         async with server_class(config_class.for_tests()) as server:
             publish = server.mint_token("shop1", publish=True)

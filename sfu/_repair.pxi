@@ -1,0 +1,508 @@
+# Loss repair and instant first frame: the per-packet parts (included from _fastpath.pyx).
+#
+# Three bounded C structures, each a power-of-two ring checked at construction (STYLE.md 6):
+#
+# - RecvLog (one per InStream, embedded): a received bitmap over the last RECV_WINDOW extended
+#   sequence numbers. It drops duplicates (a same-SSRC retransmission that raced the original, an
+#   RTX copy of a packet we already have: a packet reaches viewers exactly once) and records each
+#   gap (first missing, count) in a small ring that Python's NACK generator drains
+#   (`InStream.take_gaps`). RFC 4585 §6.2.1 NACKs are built in Python from those.
+# - RtxRing (one per OutTrack whose viewer negotiated "nack", allocated on demand): the rewritten
+#   plaintext of every packet sent, keyed by the viewer's extended sequence number, in a byte
+#   arena (power of two) indexed by a slot ring (power of two). `Router.resend` answers one NACK
+#   packet from it in one C call: lookup, the policy checks (before the last keyframe, sent again
+#   within an RTT, token bucket), RFC 4588 RTX wrapping when negotiated, protect, queue.
+# - KfCache (one per video InStream when the keyframe cache is on): the plaintext packets since
+#   the last keyframe start, bounded in packets, bytes and age. `Router.replay_cache` replays it
+#   through one subscription's rewrite so a new viewer starts at once, even from a publisher that
+#   ignores PLI.
+#
+# Opus RED (RFC 2198) helpers are here too: the block headers carry payload types, which the
+# forwarder rewrites to the viewer's numbering (or it strips RED down to the primary block when
+# the viewer did not negotiate RED).
+
+cdef enum:
+    RECV_WINDOW = 4096          # bits of received history per stream (about 4 s at 1000 packets/s)
+    RECV_WORDS = 64             # RECV_WINDOW / 64
+    GAP_RING = 64               # gaps recorded between two polls; more = too much loss (keyframe)
+    R_NEW = 0                   # recvlog_add results
+    R_GAP = 1
+    R_FILL = 2
+    R_DUP = -1
+    R_TOO_OLD = -2
+
+cdef enum:
+    RTX_SLOTS_VIDEO = 2048      # packets remembered per video subscription (power of two)
+    RTX_ARENA_VIDEO = 1048576   # bytes of packet copies per video subscription (power of two)
+    RTX_SLOTS_AUDIO = 256       # audio: Opus packets are small
+    RTX_ARENA_AUDIO = 65536
+
+cdef enum:
+    KF_MAX_PACKETS = 1024       # keyframe cache bound in packets (a 2 s GOP at ~5 Mbit/s)
+    KF_ARENA = 2097152          # keyframe cache bound in bytes (2 MiB)
+
+KF_MAX_AGE_S = 3.0              # a GOP older than this is not replayed (a stale picture, a burst)
+RTX_ARENA_BYTES_VIDEO = RTX_ARENA_VIDEO
+RTX_SLOTS_PER_VIDEO = RTX_SLOTS_VIDEO
+KEYFRAME_CACHE_MAX_PACKETS = KF_MAX_PACKETS
+KEYFRAME_CACHE_MAX_BYTES = KF_ARENA
+KIND_LOSS = "loss"              # slow-path entry: some InStream recorded a gap (see take_loss_events)
+
+# Per-OutTrack retransmission counters (index into OutTrack.rcount). Keep in sync with RTX_COUNTERS.
+cdef enum:
+    X_REQUESTED = 0             # sequence numbers asked for in viewers' NACKs
+    X_SENT = 1                  # retransmissions sent (served)
+    X_MISSING = 2               # not in the ring (never sent, or evicted): missed
+    X_BEFORE_KEYFRAME = 3       # older than the last keyframe sent: ignored
+    X_RECENT = 4                # already resent within the viewer's RTT: ignored
+    X_RATE_LIMITED = 5          # the token bucket was empty: not sent
+    X_FAILED = 6                # too large for RTX, protect failed
+    X_BYTES = 7                 # bytes of retransmissions sent
+    N_XCOUNT = 8
+
+RTX_COUNTERS = ("requested", "sent", "missing", "before-keyframe", "recent", "rate-limited",
+                "failed", "bytes")
+
+
+# ---------------------------------------------------------------------------------------------
+# RecvLog
+# ---------------------------------------------------------------------------------------------
+
+cdef struct RecvLog:
+    uint64_t bits[RECV_WORDS]
+    int64_t highest
+    bint started
+    int64_t gap_start[GAP_RING]
+    int64_t gap_count[GAP_RING]
+    uint64_t gap_written
+    uint64_t gap_read
+    uint64_t gap_overflows
+    uint64_t duplicates
+    uint64_t too_old
+    uint64_t filled             # holes filled (late or retransmitted packets)
+    uint64_t missing_total      # sequence numbers seen missing when a gap opened
+
+
+cdef inline void _bit_set(RecvLog *r, int64_t s) noexcept nogil:
+    cdef uint64_t i = (<uint64_t>s) & (RECV_WINDOW - 1)
+    r.bits[i >> 6] |= (<uint64_t>1) << (i & 63)
+
+cdef inline void _bit_clear(RecvLog *r, int64_t s) noexcept nogil:
+    cdef uint64_t i = (<uint64_t>s) & (RECV_WINDOW - 1)
+    r.bits[i >> 6] &= ~((<uint64_t>1) << (i & 63))
+
+cdef inline bint _bit_get(const RecvLog *r, int64_t s) noexcept nogil:
+    cdef uint64_t i = (<uint64_t>s) & (RECV_WINDOW - 1)
+    return (r.bits[i >> 6] >> (i & 63)) & 1
+
+
+cdef int recvlog_add(RecvLog *r, int64_t s) noexcept nogil:
+    """Record extended sequence number `s`: R_NEW, R_GAP (a hole opened before it), R_FILL,
+    R_DUP (already received) or R_TOO_OLD (behind the window: cannot tell, not forwarded)."""
+    cdef int64_t d, x, missing
+    cdef uint64_t slot
+    if not r.started:
+        r.started = True
+        memset(r.bits, 0, sizeof(r.bits))
+        r.highest = s
+        _bit_set(r, s)
+        return R_NEW
+    if s > r.highest:
+        d = s - r.highest
+        if d == 1:
+            _bit_set(r, s)
+            r.highest = s
+            return R_NEW
+        missing = d - 1
+        if missing >= RECV_WINDOW:
+            memset(r.bits, 0, sizeof(r.bits))
+        else:
+            x = r.highest + 1
+            while x < s:
+                _bit_clear(r, x)
+                x += 1
+        if r.gap_written - r.gap_read >= GAP_RING:
+            r.gap_overflows += 1
+        else:
+            slot = r.gap_written & (GAP_RING - 1)
+            r.gap_start[slot] = r.highest + 1
+            r.gap_count[slot] = missing
+            r.gap_written += 1
+        r.missing_total += missing
+        _bit_set(r, s)
+        r.highest = s
+        return R_GAP
+    if r.highest - s >= RECV_WINDOW:
+        r.too_old += 1
+        return R_TOO_OLD
+    if _bit_get(r, s):
+        r.duplicates += 1
+        return R_DUP
+    _bit_set(r, s)
+    r.filled += 1
+    return R_FILL
+
+
+cdef inline int recvlog_state(const RecvLog *r, int64_t s) noexcept nogil:
+    """1 received, 0 missing, -1 unknown (not started, ahead, or behind the window)."""
+    if not r.started or s > r.highest or r.highest - s >= RECV_WINDOW:
+        return -1
+    return 1 if _bit_get(r, s) else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# RtxRing
+# ---------------------------------------------------------------------------------------------
+
+cdef struct RtxSlot:
+    int64_t seq                 # viewer's extended sequence number (-1: empty)
+    uint64_t pos                # absolute arena position of the copy
+    int32_t length
+    double resent_at            # last retransmission, -1 if never
+
+
+cdef struct RtxRing:
+    uint8_t *arena
+    uint64_t arena_size         # power of two
+    uint64_t write_pos          # absolute; a copy at `pos` is intact while write_pos - pos <= arena_size
+    RtxSlot *slots
+    uint32_t nslots             # power of two
+
+
+cdef RtxRing *rtxring_new(uint32_t nslots, uint64_t arena_size) except NULL:
+    cdef RtxRing *r
+    cdef uint32_t i
+    if nslots == 0 or (nslots & (nslots - 1)) or arena_size < 4096 or (arena_size & (arena_size - 1)):
+        raise ValueError("retransmission ring sizes must be powers of two (arena >= 4096)")
+    r = <RtxRing *>calloc(1, sizeof(RtxRing))
+    if r == NULL:
+        raise MemoryError()
+    r.arena = <uint8_t *>malloc(arena_size)
+    r.slots = <RtxSlot *>calloc(nslots, sizeof(RtxSlot))
+    if r.arena == NULL or r.slots == NULL:
+        free(r.arena)
+        free(r.slots)
+        free(r)
+        raise MemoryError()
+    r.arena_size = arena_size
+    r.nslots = nslots
+    for i in range(nslots):
+        r.slots[i].seq = -1
+    return r
+
+
+cdef void rtxring_free(RtxRing *r) noexcept nogil:
+    if r != NULL:
+        free(r.arena)
+        free(r.slots)
+        free(r)
+
+
+cdef inline void rtxring_put(RtxRing *r, const uint8_t *p, int n, int64_t seq) noexcept nogil:
+    """Copy one rewritten plaintext packet (the per-packet cost: one memcpy)."""
+    cdef uint64_t off = r.write_pos & (r.arena_size - 1)
+    cdef RtxSlot *s
+    if <uint64_t>n > r.arena_size:
+        return
+    if off + n > r.arena_size:
+        r.write_pos += r.arena_size - off    # wrap: the copy stays contiguous
+        off = 0
+    memcpy(r.arena + off, p, n)
+    s = &r.slots[(<uint64_t>seq) & (r.nslots - 1)]
+    s.seq = seq
+    s.pos = r.write_pos
+    s.length = n
+    s.resent_at = -1.0
+    r.write_pos += n
+
+
+cdef inline RtxSlot *rtxring_get(RtxRing *r, int64_t seq) noexcept nogil:
+    cdef RtxSlot *s = &r.slots[(<uint64_t>seq) & (r.nslots - 1)]
+    if s.seq != seq or r.write_pos - s.pos > r.arena_size:
+        return NULL
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# KfCache
+# ---------------------------------------------------------------------------------------------
+
+cdef struct KfSlot:
+    uint32_t off
+    int32_t length
+    int64_t ext_seq
+    int64_t ext_ts
+    bint key
+
+
+cdef struct KfCache:
+    uint8_t *arena
+    KfSlot *slots
+    int count
+    uint32_t used
+    bint valid                  # a keyframe start is at slot 0 and nothing overflowed since
+    int64_t key_ts              # extended timestamp of the cached keyframe
+    double started_at
+    uint64_t overflows
+
+
+cdef KfCache *kfcache_new() except NULL:
+    cdef KfCache *c = <KfCache *>calloc(1, sizeof(KfCache))
+    if c == NULL:
+        raise MemoryError()
+    c.arena = <uint8_t *>malloc(KF_ARENA)
+    c.slots = <KfSlot *>calloc(KF_MAX_PACKETS, sizeof(KfSlot))
+    if c.arena == NULL or c.slots == NULL:
+        free(c.arena)
+        free(c.slots)
+        free(c)
+        raise MemoryError()
+    return c
+
+
+cdef void kfcache_free(KfCache *c) noexcept nogil:
+    if c != NULL:
+        free(c.arena)
+        free(c.slots)
+        free(c)
+
+
+cdef inline void kfcache_add(KfCache *c, const uint8_t *p, int n, int64_t ext_seq, int64_t ext_ts,
+                             int key, double now) noexcept nogil:
+    cdef KfSlot *s
+    if key and not (c.valid and ext_ts == c.key_ts):
+        c.count = 0                           # a new keyframe: start a new group of pictures
+        c.used = 0
+        c.valid = True
+        c.key_ts = ext_ts
+        c.started_at = now
+    if not c.valid:
+        return
+    if c.count >= KF_MAX_PACKETS or c.used + <uint32_t>n > KF_ARENA or now - c.started_at > KF_MAX_AGE_S:
+        c.valid = False                       # bounds reached: no replay until the next keyframe
+        c.overflows += 1
+        return
+    memcpy(c.arena + c.used, p, n)
+    s = &c.slots[c.count]
+    s.off = c.used
+    s.length = n
+    s.ext_seq = ext_seq
+    s.ext_ts = ext_ts
+    s.key = key != 0
+    c.count += 1
+    c.used += n
+
+
+# ---------------------------------------------------------------------------------------------
+# Opus RED (RFC 2198 §3)
+# ---------------------------------------------------------------------------------------------
+
+cdef int red_primary(const uint8_t *pl, int n, int *off) noexcept nogil:
+    """Offset (in *off) and length of the primary block of a RED payload, or -1 if malformed."""
+    cdef int i = 0, data = 0
+    while i < n and (pl[i] & 0x80):
+        if i + 4 > n:
+            return -1
+        data += ((pl[i + 2] & 0x03) << 8) | pl[i + 3]
+        i += 4
+    if i >= n:
+        return -1
+    i += 1                                    # the final one-byte header (F = 0)
+    if i + data > n:
+        return -1
+    off[0] = i + data
+    return n - i - data
+
+
+cdef void red_rewrite_pts(uint8_t *pl, int n, int src_pt, int dst_pt) noexcept nogil:
+    """Rewrite every block header's payload type `src_pt` to `dst_pt` in place."""
+    cdef int i = 0
+    while i < n:
+        if (pl[i] & 0x7F) == src_pt:
+            pl[i] = (pl[i] & 0x80) | (dst_pt & 0x7F)
+        if not (pl[i] & 0x80):
+            return
+        i += 4
+
+
+def red_primary_py(bytes payload):
+    """Test hook: the primary block of a RED payload (None if malformed)."""
+    cdef int off = 0
+    cdef int n = red_primary(<const uint8_t *>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), &off)
+    return None if n < 0 else payload[off:off + n]
+
+
+def red_rewrite_pts_py(bytes payload, int src_pt, int dst_pt):
+    """Test hook: `payload` with its RED block headers' payload types rewritten."""
+    cdef bytearray out = bytearray(payload)
+    red_rewrite_pts(<uint8_t *>(<char *>out), len(out), src_pt, dst_pt)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hooks called from the fast path (Router._process / _forward_one)
+# ---------------------------------------------------------------------------------------------
+
+cdef inline int _repair_receive(Router r, InStream media, const uint8_t *p, int n, int64_t ext_seq) noexcept:
+    """Received-bitmap bookkeeping of one media packet: -1 when it must not be forwarded."""
+    cdef int res = recvlog_add(&media.rlog, ext_seq)
+    if res == R_DUP or res == R_TOO_OLD:
+        return -1
+    if res == R_GAP and not media.loss_flagged:
+        media.loss_flagged = True
+        if r.loss_events is None:
+            r.loss_events = []
+        r.loss_events.append(media)
+    return 0
+
+
+cdef inline int _red_adjust(OutTrack o, const uint8_t *p, RtpView *v, int *body_off, int *body_len,
+                            int *pt) noexcept nogil:
+    """RED towards this viewer: 1 = rewrite inner payload types after the copy, 0 = nothing to do,
+    -1 = malformed (strip failed: forward unchanged)."""
+    cdef int off = 0, m
+    if o.src_red_pt < 0 or v.pt != o.src_red_pt:
+        return 0
+    if o.red_pt >= 0:
+        pt[0] = o.red_pt
+        return 1 if o.src_payload_type != o.payload_type else 0
+    m = red_primary(p + v.payload_off, v.payload_len, &off)
+    if m <= 0:
+        return -1
+    body_off[0] = v.payload_off + off
+    body_len[0] = m
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Router-side operations Python calls (delegated from Router methods)
+# ---------------------------------------------------------------------------------------------
+
+cdef object _repair_resend(Router r, OutTrack o, object seqs, double now):
+    """Answer one NACK packet of a viewer from `o`'s ring. Returns the extended sequence numbers
+    the ring did not have (for an upstream NACK)."""
+    cdef Endpoint ep = o.ep
+    cdef RtxRing *ring = o.rtx
+    cdef RtxSlot *slot
+    cdef list missed = []
+    cdef int64_t ext, rseq
+    cdef int n, out_len, off, elen, ho
+    cdef uint8_t *q
+    cdef RtpView v
+    cdef double elapsed
+    cdef uint16_t s16
+    cdef uint64_t tseq
+    if ring == NULL:
+        o.rcount[X_REQUESTED] += len(seqs)
+        o.rcount[X_MISSING] += len(seqs)
+        return missed
+    if not ep.has_path or ep.tx is None:
+        return missed
+    r.now = now
+    # token bucket refill
+    elapsed = now - o.rtx_refilled_at
+    if elapsed > 0:
+        o.rtx_tokens += elapsed * o.rtx_rate
+        if o.rtx_tokens > o.rtx_burst:
+            o.rtx_tokens = o.rtx_burst
+    o.rtx_refilled_at = now
+    for item in seqs:
+        s16 = <uint16_t>(<int>item & 0xFFFF)
+        o.rcount[X_REQUESTED] += 1
+        ext = unwrap16(o.last_out_seq, s16)
+        if ext < o.keyframe_floor:
+            o.rcount[X_BEFORE_KEYFRAME] += 1
+            continue
+        slot = rtxring_get(ring, ext)
+        if slot == NULL:
+            o.rcount[X_MISSING] += 1
+            missed.append(ext)
+            continue
+        if slot.resent_at >= 0 and now - slot.resent_at < o.rtx_min_interval:
+            o.rcount[X_RECENT] += 1
+            continue
+        n = slot.length
+        if o.rtx_tokens < n:
+            o.rcount[X_RATE_LIMITED] += 1
+            continue
+        if r.npending >= BATCH:
+            r.flush()
+        q = r.sbuf + r.npending * OUT_CAPACITY
+        memcpy(q, ring.arena + (slot.pos & (ring.arena_size - 1)), n)
+        if o.rtx_ssrc_set:
+            # RFC 4588 §4: RTX packet = original header with the RTX PT, SSRC and sequence number,
+            # then the original sequence number (OSN), then the original payload.
+            if parse_rtp(q, n, &v) < 0 or n + 2 + 16 > OUT_CAPACITY:
+                o.rcount[X_FAILED] += 1
+                continue
+            ho = v.payload_off
+            memmove(q + ho + 2, q + ho, n - ho)
+            wr16(q + ho, <uint16_t>(ext & 0xFFFF))
+            n += 2
+            q[1] = (q[1] & 0x80) | (o.rtx_pt & 0x7F)
+            rseq = o.rtx_next_seq
+            o.rtx_next_seq += 1
+            wr16(q + 2, <uint16_t>(rseq & 0xFFFF))
+            wr32(q + 8, o.rtx_ssrc)
+            if o.twcc_id:
+                # a new transport-wide sequence number: the bandwidth estimate counts this packet
+                off = find_extension(q, &v, o.twcc_id, &elen)
+                if off >= 0 and elen == 2:
+                    tseq = ep.twcc_next
+                    ep.twcc_next += 1
+                    wr16(q + off, <uint16_t>(tseq & 0xFFFF))
+            out_len = ep.tx.protect_rtp(q, n, OUT_CAPACITY, <uint64_t>(rseq - SEQ_BASE) & INDEX_MASK)
+        else:
+            # Same SSRC: byte-identical plaintext under the same packet index gives the same
+            # ciphertext (an AES-CTR/GCM nonce must never cover two different plaintexts).
+            out_len = ep.tx.protect_rtp(q, n, OUT_CAPACITY, <uint64_t>(ext - SEQ_BASE) & INDEX_MASK)
+        if out_len < 0:
+            o.rcount[X_FAILED] += 1
+            continue
+        slot.resent_at = now
+        o.rtx_tokens -= n
+        o.rcount[X_SENT] += 1
+        o.rcount[X_BYTES] += out_len
+        r.siov[r.npending].iov_len = out_len
+        memcpy(&r.saddrs[r.npending], &ep.path, ep.path_len)
+        r.smsgs[r.npending].msg_hdr.msg_namelen = ep.path_len
+        r.npending += 1
+        ep.tx_packets += 1
+        ep.tx_bytes += out_len
+    r.flush()
+    return missed
+
+
+cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1:
+    """Replay `st`'s keyframe cache into `o` (gated on a keyframe, sendable). Returns packets sent,
+    0 when there was nothing to do, -1 never (exceptions only)."""
+    cdef KfCache *c = st.kfc
+    cdef Endpoint ep = o.ep
+    cdef int i, sent = 0
+    cdef RtpView v
+    cdef const uint8_t *p
+    cdef uint64_t before
+    if o not in st.outs or not o.need_keyframe or not o.video:
+        return 0
+    if not ep.has_path or ep.tx is None:
+        return 0
+    if c == NULL or not c.valid or c.count == 0 or now - c.started_at > KF_MAX_AGE_S:
+        st.cache_misses += 1
+        return 0
+    r.now = now
+    before = o.packets
+    for i in range(c.count):
+        p = c.arena + c.slots[i].off
+        if parse_rtp(p, c.slots[i].length, &v) < 0:
+            continue
+        r._forward_one(o, p, c.slots[i].length, &v, c.slots[i].ext_seq, c.slots[i].ext_ts,
+                       1 if c.slots[i].key else 0)
+    r.flush()
+    sent = <int>(o.packets - before)
+    if sent:
+        st.cache_hits += 1
+        st.cache_packets_replayed += sent
+        o.cache_replays += 1
+    else:
+        st.cache_misses += 1
+    return sent

@@ -1,0 +1,184 @@
+"""A group of load viewers in one process, on a schedule given in CLOCK_MONOTONIC seconds.
+
+`run_group(spec, emit)` starts each viewer at its time, emits a progress record every second,
+snapshots the counters at the window's start and end (the latency histogram covers the window
+only), then DELETEs every viewer and emits the final record. Records are plain dicts (JSON).
+`python -m sfu.bench.group` runs one group from a JSON spec on stdin, records on stdout: this is
+how `--procs N` spreads viewers over N processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from sfu.bench import hist
+from sfu.bench.loadviewer import LoadViewer, Tally
+from sfu.core.certificate import Certificate
+
+PROGRESS_INTERVAL_S = 1.0
+HTTP_CONNECTIONS = 64  # concurrent signalling requests per process
+STOP_CONCURRENCY = 64
+
+
+def _counters(viewers: list[LoadViewer]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for v in viewers:
+        for key, value in v.counters().items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    tally = Tally()
+    certificate = Certificate.generate(time.time(), lifetime_days=2)  # one per process is enough
+    connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, force_close=False)
+    http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=spec["connect_timeout"]))
+    viewers: list[LoadViewer] = []
+    attempts: list[dict[str, Any]] = []
+    errors: dict[str, int] = {}
+    ramp_start = spec["ramp_start"]
+
+    async def one(index: int, url: str, start_at: float) -> None:
+        await asyncio.sleep(max(0.0, start_at - loop.time()))
+        record: dict[str, Any] = {"index": index, "requested_at": loop.time() - ramp_start}
+        attempts.append(record)
+        viewer = LoadViewer(
+            url, spec.get("token"), tally=tally, decrypt_every=spec["decrypt_every"],
+            srtp_profiles=tuple(spec["srtp_profiles"]), send_nack=spec["nack"], send_twcc=spec["twcc"],
+            audio=spec["audio"], connect_timeout=spec["connect_timeout"], http=http,
+            local_addr=spec["local_addr"],
+        )
+        viewer._certificate = certificate
+        record["viewer"] = viewer
+        try:
+            await viewer.start()
+        except Exception as exc:  # any refusal or timeout is a failed viewer, counted by reason
+            status = getattr(exc, "status", None)
+            reason = f"http-{status}" if status else type(exc).__name__
+            errors[reason] = errors.get(reason, 0) + 1
+            record["error"] = f"{reason}: {exc}"[:300]
+            return
+        record["connected_at"] = loop.time() - ramp_start
+        viewers.append(viewer)
+
+    tasks = [
+        asyncio.ensure_future(one(index, url, at)) for index, url, at in spec["viewers"]
+    ]
+    window_start, window_end = spec["window"]
+    start_counters: dict[str, int] | None = None
+    start_tally = (0, 0)
+    window_hist: dict[int, int] = {}
+    last_packets = 0
+    last_at = loop.time()
+    in_window = False
+    next_progress = loop.time() + PROGRESS_INTERVAL_S
+    while True:
+        now = loop.time()
+        if start_counters is None and now >= window_start:
+            start_counters = _counters(viewers)
+            start_tally = (tally.packets, tally.bytes)
+            tally.take_hist()
+            in_window = True
+        if in_window and now >= window_end:
+            end_counters = _counters(viewers)
+            end_tally = (tally.packets, tally.bytes)
+            window_hist = hist.merge(window_hist, tally.take_hist())
+            in_window = False
+            break
+        if now >= next_progress:
+            tally.tick()
+            recent = tally.take_hist()
+            if in_window:
+                hist.merge(window_hist, recent)
+            p99 = hist.percentiles(recent, (99,))[99]
+            emit({
+                "type": "progress", "at": now, "connected": len(viewers),
+                "failed": sum(errors.values()), "requested": len(attempts),
+                "with_media": sum(1 for v in viewers if v.first_rtp_ns),
+                "packets": tally.packets, "pps": (tally.packets - last_packets) / max(1e-3, now - last_at),
+                "p99_ms": p99,
+            })
+            last_packets, last_at = tally.packets, now
+            next_progress += PROGRESS_INTERVAL_S
+        boundary = window_start if start_counters is None else window_end
+        await asyncio.sleep(max(0.0, min(next_progress, boundary) - loop.time()))
+    # stop: cancel late joins, DELETE everybody with bounded concurrency
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    first_media = []
+    for record in attempts:
+        viewer = record.pop("viewer", None)
+        if viewer is not None and viewer.first_rtp_ns:
+            record["first_media_at"] = viewer.first_rtp_ns / 1e9 - ramp_start
+            first_media.append(record["first_media_at"])
+        if viewer is not None:
+            record["srtp_profile"] = viewer.srtp_profile
+    profiles: dict[str, int] = {}
+    for v in viewers:
+        profiles[str(v.srtp_profile)] = profiles.get(str(v.srtp_profile), 0) + 1
+    semaphore = asyncio.Semaphore(STOP_CONCURRENCY)
+
+    async def stop(viewer: LoadViewer) -> None:
+        async with semaphore:
+            try:
+                await asyncio.wait_for(viewer.stop(), 10)
+            except Exception:
+                errors["stop-failed"] = errors.get("stop-failed", 0) + 1
+
+    await asyncio.gather(*(stop(v) for v in viewers))
+    await http.close()
+    window = {k: end_counters[k] - (start_counters or {}).get(k, 0) for k in end_counters}
+    window["packets"] = end_tally[0] - start_tally[0]
+    window["bytes"] = end_tally[1] - start_tally[1]
+    final = {
+        "type": "final",
+        "requested": len(spec["viewers"]),
+        "attempted": len(attempts),
+        "connected": len(viewers),
+        "failed": sum(v for k, v in errors.items() if k != "stop-failed"),
+        "errors": errors,
+        "attempts": attempts,
+        "window": window,
+        "hist": window_hist,
+        "profiles": profiles,
+        "decrypted": tally.decrypted,
+        "decrypt_failures": tally.decrypt_failures,
+        "recv_errors": tally.recv_errors,
+    }
+    emit(final)
+    return final
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    def emit(record: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(run_group(spec, emit))
+    except Exception:
+        emit({"type": "error", "error": traceback.format_exc()[-2000:]})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
