@@ -32,7 +32,8 @@ from ..wire.stun import peek_username
 from .certificate import CertificateStore
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
-from .stream import Layer, SenderReportInfo, Stream, Track
+from .simulcast import SimulcastControl
+from .stream import TWCC_URI, Layer, SenderReportInfo, Stream, Track
 from .subscription import Subscription
 
 log = logging.getLogger("sfu.sessions")
@@ -92,6 +93,7 @@ class SessionManager:
         self._next_tick = 0.0
         self._requesting: set[int] = set()
         self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
+        self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_waiters: dict[str, asyncio.Event] = {}
         self.on_wakeup: Callable[[], None] | None = None
 
@@ -146,6 +148,11 @@ class SessionManager:
             twcc = track.spec.extensions.get("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
             if twcc:
                 peer.endpoint.set_transport_cc(twcc)
+        self.simulcast.add_publisher(
+            session,
+            next((t.spec.extensions[TWCC_URI] for t in st.tracks if TWCC_URI in t.spec.extensions), None),
+            any("goog-remb" in t.spec.codec.rtcp_fb for t in st.tracks),
+        )
         # viewers waiting on this name are re-pointed at the new tracks as layers appear
         for viewer in list(st.viewers):
             for sub in viewer.subscriptions:
@@ -192,6 +199,7 @@ class SessionManager:
             session.subscriptions.append(
                 Subscription(peer.endpoint, spec, source.kind, source.spec.codec.clock_rate)
             )
+        self.simulcast.add_viewer(session, options, now)  # raises BadRequest on a bad layer option
         st.viewers.add(session)
         self._register(session, now)
         self._attach_viewer(session)
@@ -261,6 +269,15 @@ class SessionManager:
         self._schedule(session, now)
         return Patched(session.etag, "\r\n".join(lines) + "\r\n")
 
+    async def set_layer(self, stream: str, session_id: str, request: Mapping[str, object]) -> dict[str, object]:
+        """A viewer's manual layer limit, changed during the session (POST .../layer)."""
+        session = self.sessions.get(session_id)
+        if session is None or session.kind != "whep" or session.stream.name != stream:
+            raise NotFound("no such session")
+        result = self.simulcast.set_limit(session, request, self.clock())
+        self._wake()
+        return result
+
     def stats(self) -> dict[str, object]:
         now = self.clock()
         streams = {}
@@ -306,6 +323,7 @@ class SessionManager:
                 "rtcp_in": dict(s.rtcp_in),
                 "subscriptions": [sub.stats() for sub in s.subscriptions],
                 "drops": dict(s.peer.drops),
+                "video_layer": self.simulcast.stats_for(s),
             }
             for sid, s in self.sessions.items()
         }
@@ -427,14 +445,8 @@ class SessionManager:
                 self._want_keyframe(st, layer, now)
 
     def _choose_layer(self, track: Track, sub: Subscription, session: Session) -> Layer | None:
-        wanted = session.options.get("layer")
-        if wanted is not None:
-            layer = track.layer_for_rid(wanted)
-            if layer is not None:
-                return layer
-        if sub.layer is not None and sub.layer in track.layers and sub.attached:
-            return sub.layer
-        return track.best_layer()
+        # ranked by measured size / bitrate under the viewer's limit and estimate (core/simulcast.py)
+        return self.simulcast.choose_layer(track, sub, session)
 
     # ------------------------------------------------------------------------------------------
     # RTCP
@@ -472,6 +484,8 @@ class SessionManager:
             for sub in session.subscriptions:
                 if sub.spec.ssrc in targets and sub.layer is not None:
                     self._want_keyframe(session.stream, sub.layer, now)
+        elif isinstance(packet, rtcp.TransportCc):
+            self.simulcast.on_viewer_feedback(session, packet, now)
         elif isinstance(packet, rtcp.Nack):
             self.counters["nacks-received"] += 1
         elif isinstance(packet, rtcp.ReceiverReport | rtcp.SenderReport):
@@ -575,7 +589,7 @@ class SessionManager:
             heapq.heappush(self._timers, (deadline, next(self._seq), session.id))
 
     def next_deadline(self) -> float:
-        deadline = self._next_tick if self._layers_requesting else self._next_report
+        deadline = self._next_tick if self._layers_requesting or self.simulcast.active else self._next_report
         deadline = min(deadline, self._next_report)
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
@@ -588,12 +602,17 @@ class SessionManager:
             if session is None or session.closed:
                 continue
             deadline = session.peer.next_deadline()
-            if deadline is not None and deadline <= now:
+            if deadline is None:
+                continue
+            if deadline <= now:
                 session.peer.handle_timer(now)
-                self._after_peer(session, now)
+                self._after_peer(session, now)  # re-schedules
+            else:
+                heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
         if now >= self._next_tick:
             self._next_tick = now + TICK_S
             self._poll_keyframes(now)
+            self.simulcast.tick(now)
         if now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL_S
             self._reports(now)
@@ -650,6 +669,7 @@ class SessionManager:
             st.viewers.discard(session)
         if st.publisher is None and not st.viewers:
             self.streams.pop(st.name, None)
+        self.simulcast.remove(session)
         self.counters[f"closed-{session.kind}"] += 1
         log.info("%s session %s on %s closed: %s", session.kind, session.id, st.name, reason)
 
