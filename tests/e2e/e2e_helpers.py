@@ -390,9 +390,7 @@ class GstPublisher:
         return self.proc.returncode
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        already_exited = self.proc is not None and self.proc.returncode is not None
         code = await self._stop()
-        failed = exc_type is not None or (already_exited and code != 0) or code not in (0, None)
-        if failed:
+        if exc_type is not None or code not in (0, None):
             print(f"----- GStreamer publisher {' '.join(self.args[2:])} exited with {code}; stderr:\n"
                   f"{self.stderr}\n-----", file=sys.stderr)

@@ -9,7 +9,8 @@ from our STUN checks. The offer is POSTed with urllib (Debian 12's GStreamer has
 `Authorization: Bearer <token>`; anything but 201 is an error (RFC 9725 §4.2). Candidates come in
 the answer.
 
-stdout: "CONNECTED" once webrtcbin's ICE or peer connection state says connected; nothing else.
+stdout: "CONNECTED" once webrtcbin's peer connection state says connected (ICE and DTLS are up);
+nothing else.
 stderr: progress and errors. Exit status 0 after --duration (or SIGTERM/SIGINT, after a DELETE of
 the session), non-zero on any error.
 """
@@ -194,9 +195,8 @@ class Publisher:
         ice = webrtc.get_property("ice-connection-state")
         conn = webrtc.get_property("connection-state")
         log(f"ice {ice.value_nick}, connection {conn.value_nick}")
-        ok_ice = ice in (GstWebRTC.WebRTCICEConnectionState.CONNECTED, GstWebRTC.WebRTCICEConnectionState.COMPLETED)
-        ok_conn = conn == GstWebRTC.WebRTCPeerConnectionState.CONNECTED
-        if (ok_ice or ok_conn) and not self.connected:
+        # The peer connection state is connected once ICE *and* DTLS are: media can flow.
+        if conn == GstWebRTC.WebRTCPeerConnectionState.CONNECTED and not self.connected:
             self.connected = True
             print("CONNECTED", flush=True)
         if ice == GstWebRTC.WebRTCICEConnectionState.FAILED or conn == GstWebRTC.WebRTCPeerConnectionState.FAILED:
