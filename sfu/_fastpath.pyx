@@ -26,7 +26,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 include "_srtp.pxi"
@@ -340,6 +340,7 @@ cdef int sniff_keyframe(const uint8_t *p, int n, int codec) noexcept nogil:
 
 
 include "_layers.pxi"   # simulcast switching, picture ids, send log, padding probes
+include "_repair.pxi"   # NACK/RTX on both legs, keyframe cache, RED (after the constants it uses)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,6 +565,12 @@ cdef class InStream:
     # publisher's extension ids for the ones the loop reads
     cdef public int ext_audio_level, ext_video_orientation, ext_dd
     cdef LayerInfo info                      # picture size seen at keyframes (_layers.pxi)
+    # loss repair (_repair.pxi)
+    cdef RecvLog rlog
+    cdef KfCache *kfc
+    cdef bint loss_flagged                   # queued in Router.loss_events, until take_gaps()
+    cdef public int64_t last_keyframe_seq    # extended seq of the last keyframe start (-1: none)
+    cdef public uint64_t cache_hits, cache_misses, cache_packets_replayed
 
     def __init__(self, owner=None, uint32_t ssrc=0, int codec=0, int payload_type=0,
                  int clock_rate=90000):
@@ -574,9 +581,61 @@ cdef class InStream:
         self.clock_rate = clock_rate
         self.outs = []
         self.started = False
+        self.last_keyframe_seq = -1
 
     def set_rtx_of(self, InStream media):
         self.media = media
+
+    def __dealloc__(self):
+        kfcache_free(self.kfc)
+
+    # -- loss repair (_repair.pxi) ------------------------------------------------------------
+
+    def enable_keyframe_cache(self, bint on=True):
+        """Keep the packets since the last keyframe start for new viewers (video layers)."""
+        if on and self.kfc == NULL:
+            self.kfc = kfcache_new()
+        elif not on and self.kfc != NULL:
+            kfcache_free(self.kfc)
+            self.kfc = NULL
+
+    @property
+    def keyframe_cache(self):
+        """(packets, bytes, age at `last_packet_at`, valid) of the cache, or None when off."""
+        if self.kfc == NULL:
+            return None
+        return (self.kfc.count, self.kfc.used,
+                self.last_packet_at - self.kfc.started_at if self.kfc.count else 0.0, bool(self.kfc.valid))
+
+    def take_gaps(self):
+        """Gaps recorded since the last call: ([(first_missing_ext_seq, count), ...], overflowed)."""
+        cdef list out = []
+        cdef uint64_t i
+        cdef bint overflowed = self.rlog.gap_overflows != 0
+        i = self.rlog.gap_read
+        while i < self.rlog.gap_written:
+            out.append((self.rlog.gap_start[i & (GAP_RING - 1)], self.rlog.gap_count[i & (GAP_RING - 1)]))
+            i += 1
+        self.rlog.gap_read = self.rlog.gap_written
+        self.rlog.gap_overflows = 0
+        self.loss_flagged = False
+        return out, overflowed
+
+    def missing(self, seqs):
+        """Those of the extended sequence numbers `seqs` still missing (unknown ones: dropped)."""
+        return [s for s in seqs if recvlog_state(&self.rlog, s) == 0]
+
+    def packet_state(self, int64_t ext_seq) -> int:
+        """1 received, 0 missing, -1 unknown (outside the received window)."""
+        return recvlog_state(&self.rlog, ext_seq)
+
+    @property
+    def repair_counts(self) -> dict:
+        return {"duplicates": self.rlog.duplicates, "too_old": self.rlog.too_old,
+                "filled": self.rlog.filled, "missing": self.rlog.missing_total,
+                "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
+                "cache_packets_replayed": self.cache_packets_replayed,
+                "cache_overflows": self.kfc.overflows if self.kfc != NULL else 0}
 
     @property
     def subscribers(self):
@@ -631,6 +690,22 @@ cdef class OutTrack:
     cdef public uint32_t last_in_ts          # source timestamp of the last forwarded packet
     cdef public bint keyframe_wanted         # set when gated on a keyframe: Python polls it
     cdef LayerRw lr                          # source gate, picture ids, padding (_layers.pxi)
+    # loss repair (_repair.pxi)
+    cdef RtxRing *rtx                        # NULL unless the viewer negotiated NACK
+    cdef bint rtx_ssrc_set                   # RFC 4588 RTX negotiated: resend on rtx_ssrc/rtx_pt
+    cdef public uint32_t rtx_ssrc
+    cdef public int rtx_pt
+    cdef int64_t rtx_next_seq                # extended RTX sequence number (own numbering)
+    cdef public double rtx_rate              # token bucket: bytes/s and burst bytes
+    cdef public double rtx_burst
+    cdef public double rtx_tokens
+    cdef double rtx_refilled_at
+    cdef public double rtx_min_interval      # do not resend one packet twice within this (an RTT)
+    cdef public int64_t keyframe_floor       # NACKs for older viewer seqs are ignored
+    cdef int64_t floor_ts
+    cdef uint64_t rcount[N_XCOUNT]
+    cdef public uint64_t cache_replays
+    cdef public int src_red_pt, red_pt, src_payload_type   # RED: publisher PT, viewer PT (-1 none)
 
     def __init__(self, Endpoint ep, uint32_t ssrc, int payload_type, int clock_rate, bint video,
                  uint16_t initial_seq=0, uint32_t initial_ts=0, owner=None):
@@ -644,6 +719,13 @@ cdef class OutTrack:
         self.rebase = True
         self.has_out = False
         self.last_out_seq = SEQ_BASE + initial_seq - 1   # headroom so offsets stay positive-safe
+        self.src_red_pt = -1
+        self.red_pt = -1
+        self.src_payload_type = payload_type
+        self.rtx_pt = -1
+        self.floor_ts = -1
+        self.rtx_min_interval = 0.02
+        memset(self.rcount, 0, sizeof(self.rcount))
         self.last_out_ts = TS_BASE + initial_ts
         memset(self.ext_map, 0, 256)
         memset(self.odrops, 0, sizeof(self.odrops))
@@ -656,6 +738,47 @@ cdef class OutTrack:
 
     def clear_extensions(self):
         memset(self.ext_map, 0, 256)
+
+    def __dealloc__(self):
+        rtxring_free(self.rtx)
+
+    # -- loss repair (_repair.pxi) ------------------------------------------------------------
+
+    def enable_retransmissions(self, uint32_t slots=0, uint64_t arena_bytes=0):
+        """Keep a copy of every packet sent (the viewer negotiated NACK). Sizes: powers of two."""
+        if self.rtx != NULL:
+            return
+        if slots == 0:
+            slots = RTX_SLOTS_VIDEO if self.video else RTX_SLOTS_AUDIO
+        if arena_bytes == 0:
+            arena_bytes = RTX_ARENA_VIDEO if self.video else RTX_ARENA_AUDIO
+        self.rtx = rtxring_new(slots, arena_bytes)
+
+    def set_rtx(self, uint32_t rtx_ssrc, int rtx_payload_type, uint16_t initial_seq=0):
+        """Resend as RFC 4588 RTX on `rtx_ssrc` with `rtx_payload_type` (else: same SSRC)."""
+        self.rtx_ssrc = rtx_ssrc
+        self.rtx_pt = rtx_payload_type
+        self.rtx_ssrc_set = True
+        self.rtx_next_seq = SEQ_BASE + initial_seq
+
+    def set_retransmission_policy(self, double rate_bytes_per_s, double burst_bytes, double min_interval_s):
+        self.rtx_rate = rate_bytes_per_s
+        self.rtx_burst = burst_bytes
+        self.rtx_min_interval = min_interval_s
+
+    def set_red(self, int source_red_pt, int viewer_red_pt, int source_payload_type):
+        """Opus RED: the publisher's RED PT (-1: none), the viewer's (-1: strip to the primary)."""
+        self.src_red_pt = source_red_pt
+        self.red_pt = viewer_red_pt
+        self.src_payload_type = source_payload_type
+
+    @property
+    def retransmissions(self) -> dict:
+        return {RTX_COUNTERS[i]: self.rcount[i] for i in range(N_XCOUNT)}
+
+    @property
+    def retransmission_store(self) -> bool:
+        return self.rtx != NULL
 
     def request_rebase(self, bint need_keyframe=True):
         """Recompute offsets at the next packet that passes the gate (publisher changed, switch)."""
@@ -717,6 +840,8 @@ cdef class Router:
     cdef public uint64_t datagrams_in, datagrams_out, bytes_in, bytes_out, send_calls, wakeups
     cdef public uint64_t forwarded, injected
     cdef double now
+    cdef list loss_events                    # InStreams with new gaps (_repair.pxi), Python drains
+    cdef list captured                       # test hook: datagrams kept instead of sent
 
     def __cinit__(self):
         self.rbuf = <uint8_t *>calloc(BATCH, MAX_DGRAM)
@@ -860,6 +985,33 @@ cdef class Router:
     def drop_counts(self) -> dict:
         return {DROP_REASONS[i]: self.drops[i] for i in range(N_DROPS)}
 
+    # -- loss repair (_repair.pxi) ------------------------------------------------------------
+
+    def take_loss_events(self) -> list:
+        """InStreams that recorded a gap since the last call (each once; see InStream.take_gaps)."""
+        out, self.loss_events = self.loss_events or [], None
+        return out
+
+    def resend(self, OutTrack out, seqs, double now) -> list:
+        """Answer one viewer NACK (16-bit seqs) from `out`'s ring; returns the extended seqs it
+        did not have."""
+        return _repair_resend(self, out, seqs, now)
+
+    def replay_cache(self, InStream stream, OutTrack out, double now) -> int:
+        """Start `out` (gated on a keyframe, sendable) from `stream`'s keyframe cache at once."""
+        return _repair_replay(self, stream, out, now)
+
+    def capture(self, bint on=True):
+        """Test hook: keep outgoing datagrams (take_captured) instead of sending them."""
+        self.captured = [] if on else None
+
+    def take_captured(self) -> list:
+        """Test hook: the datagrams (protected) kept since the last call."""
+        out = self.captured or []
+        if self.captured is not None:
+            self.captured = []
+        return out
+
     # -- receive ------------------------------------------------------------------------------
 
     def on_readable(self, double now):
@@ -940,6 +1092,10 @@ cdef class Router:
             if got < BATCH:
                 break
         self.flush()
+        if self.loss_events:
+            if slow is None:
+                slow = []
+            slow.append((KIND_LOSS, None, b"", None))
         return slow
 
     cdef list _receive_rtp(self, Endpoint ep, uint8_t *p, int n, list slow):
@@ -1024,6 +1180,8 @@ cdef class Router:
         if v.payload_len == 0:
             media.padding += 1
             self.drops[D_PADDING_ONLY] += 1
+            if media.started:   # padding takes a sequence number: not a gap to NACK
+                recvlog_add(&media.rlog, unwrap16(media.highest_seq, v.seq))
             return
         if not media.started:
             media.started = True
@@ -1039,6 +1197,8 @@ cdef class Router:
                 media.highest_seq = ext_seq
             if ext_ts > <int64_t>media.highest_ts:
                 media.highest_ts = ext_ts
+        if _repair_receive(self, media, p, n, ext_seq) < 0:
+            return   # a duplicate (counted in media.rlog): a packet reaches viewers exactly once
         media.packets += 1
         media.bytes += n
         if st is media and ext_seq == <int64_t>media.highest_seq:
@@ -1056,7 +1216,10 @@ cdef class Router:
             if key:
                 media.keyframes += 1
                 media.last_keyframe_at = self.now
+                media.last_keyframe_seq = ext_seq
                 sniff_layer_info(&media.info, p + v.payload_off, v.payload_len, media.codec)
+            if media.kfc != NULL:
+                kfcache_add(media.kfc, p, n, ext_seq, ext_ts, key, self.now)
         self._fan_out(media, p, n, v, ext_seq, ext_ts, key)
 
     cdef void _fan_out(self, InStream st, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
@@ -1085,6 +1248,7 @@ cdef class Router:
         cdef uint64_t tseq
         cdef int64_t tw_seq = -1
         cdef int two_byte
+        cdef int body_off, red = 0, out_pt = o.payload_type
         if o.paused:
             o.odrops[O_PAUSED] += 1
             return
@@ -1199,15 +1363,26 @@ cdef class Router:
             hdr = w
         body_len = v.payload_len
         pad = n - v.payload_off - v.payload_len
+        body_off = v.payload_off
+        if o.src_red_pt >= 0:   # Opus RED (_repair.pxi): the viewer's RED PT, or the primary only
+            red = _red_adjust(o, p, v, &body_off, &body_len, &out_pt)
+            q[1] = (q[1] & 0x80) | (out_pt & 0x7F)
         if hdr + body_len + pad + 16 > OUT_CAPACITY:
             o.odrops[O_TOO_LARGE] += 1
             return
-        memcpy(q + hdr, p + v.payload_off, body_len + pad)
+        memcpy(q + hdr, p + body_off, body_len + pad)
+        if red == 1:
+            red_rewrite_pts(q + hdr, body_len, o.src_payload_type, o.payload_type)
         if o.lr.codec == C_VP8 or o.lr.codec == C_VP9:
             rewrite_picture_ids(&o.lr, o.lr.codec, q + hdr, body_len)
         if pad:
             q[0] |= 0x20
         out_len = hdr + body_len + pad
+        if o.rtx != NULL:   # the viewer's retransmission store (_repair.pxi): one copy
+            rtxring_put(o.rtx, q, out_len, out_seq, self.now)
+            if key and out_ts != o.floor_ts:
+                o.keyframe_floor = out_seq
+                o.floor_ts = out_ts
         out_len = ep.tx.protect_rtp(q, out_len, OUT_CAPACITY, <uint64_t>(out_seq - SEQ_BASE) & INDEX_MASK)
         if out_len < 0:
             o.odrops[O_PROTECT_FAILED] += 1
@@ -1241,6 +1416,13 @@ cdef class Router:
     cpdef int flush(self):
         """Send every queued datagram (one sendmmsg per up to BATCH)."""
         cdef int sent, start = 0, rc
+        if self.captured is not None:
+            for sent in range(self.npending):
+                self.captured.append(PyBytes_FromStringAndSize(<char *>(self.sbuf + sent * OUT_CAPACITY),
+                                                               self.siov[sent].iov_len))
+            self.datagrams_out += self.npending
+            self.npending = 0
+            return 0
         while start < self.npending:
             rc = sendmmsg(self.fd, &self.smsgs[start], self.npending - start, 0)
             self.send_calls += 1

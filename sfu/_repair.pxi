@@ -41,7 +41,8 @@ cdef enum:
     KF_MAX_PACKETS = 1024       # keyframe cache bound in packets (a 2 s GOP at ~5 Mbit/s)
     KF_ARENA = 2097152          # keyframe cache bound in bytes (2 MiB)
 
-KF_MAX_AGE_S = 3.0              # a GOP older than this is not replayed (a stale picture, a burst)
+DEF KF_MAX_AGE = 3.0            # seconds: a GOP older than this is not replayed (stale, a burst)
+KF_MAX_AGE_S = KF_MAX_AGE
 RTX_ARENA_BYTES_VIDEO = RTX_ARENA_VIDEO
 RTX_SLOTS_PER_VIDEO = RTX_SLOTS_VIDEO
 KEYFRAME_CACHE_MAX_PACKETS = KF_MAX_PACKETS
@@ -158,7 +159,7 @@ cdef struct RtxSlot:
     int64_t seq                 # viewer's extended sequence number (-1: empty)
     uint64_t pos                # absolute arena position of the copy
     int32_t length
-    double resent_at            # last retransmission, -1 if never
+    double sent_at              # last time it went out (first send or retransmission)
 
 
 cdef struct RtxRing:
@@ -198,7 +199,7 @@ cdef void rtxring_free(RtxRing *r) noexcept nogil:
         free(r)
 
 
-cdef inline void rtxring_put(RtxRing *r, const uint8_t *p, int n, int64_t seq) noexcept nogil:
+cdef inline void rtxring_put(RtxRing *r, const uint8_t *p, int n, int64_t seq, double now) noexcept nogil:
     """Copy one rewritten plaintext packet (the per-packet cost: one memcpy)."""
     cdef uint64_t off = r.write_pos & (r.arena_size - 1)
     cdef RtxSlot *s
@@ -212,7 +213,7 @@ cdef inline void rtxring_put(RtxRing *r, const uint8_t *p, int n, int64_t seq) n
     s.seq = seq
     s.pos = r.write_pos
     s.length = n
-    s.resent_at = -1.0
+    s.sent_at = now
     r.write_pos += n
 
 
@@ -278,7 +279,7 @@ cdef inline void kfcache_add(KfCache *c, const uint8_t *p, int n, int64_t ext_se
         c.started_at = now
     if not c.valid:
         return
-    if c.count >= KF_MAX_PACKETS or c.used + <uint32_t>n > KF_ARENA or now - c.started_at > KF_MAX_AGE_S:
+    if c.count >= KF_MAX_PACKETS or c.used + <uint32_t>n > KF_ARENA or now - c.started_at > KF_MAX_AGE:
         c.valid = False                       # bounds reached: no replay until the next keyframe
         c.overflows += 1
         return
@@ -418,7 +419,8 @@ cdef object _repair_resend(Router r, OutTrack o, object seqs, double now):
             o.rcount[X_MISSING] += 1
             missed.append(ext)
             continue
-        if slot.resent_at >= 0 and now - slot.resent_at < o.rtx_min_interval:
+        if now - slot.sent_at < o.rtx_min_interval:
+            # sent (or resent) less than an RTT ago: this NACK cannot have seen it missing
             o.rcount[X_RECENT] += 1
             continue
         n = slot.length
@@ -459,7 +461,7 @@ cdef object _repair_resend(Router r, OutTrack o, object seqs, double now):
         if out_len < 0:
             o.rcount[X_FAILED] += 1
             continue
-        slot.resent_at = now
+        slot.sent_at = now
         o.rtx_tokens -= n
         o.rcount[X_SENT] += 1
         o.rcount[X_BYTES] += out_len
@@ -482,11 +484,23 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
     cdef RtpView v
     cdef const uint8_t *p
     cdef uint64_t before
-    if o not in st.outs or not o.need_keyframe or not o.video:
+    if o not in st.outs or not o.video:
         return 0
     if not ep.has_path or ep.tx is None:
         return 0
-    if c == NULL or not c.valid or c.count == 0 or now - c.started_at > KF_MAX_AGE_S:
+    if o.lr.pending == <void *>st:
+        if c == NULL or not c.valid or c.count == 0 or now - c.started_at > KF_MAX_AGE:
+            st.cache_misses += 1
+            return 0
+        layer_gate(&o.lr, <void *>st, 1)     # a pending layer switch happens here, as in _fan_out
+        o.rebase = True
+        o.need_keyframe = True
+        o.lr.pic_rebase = True
+    elif o.lr.current != NULL and o.lr.current != <void *>st:
+        return 0
+    if not o.need_keyframe:
+        return 0
+    if c == NULL or not c.valid or c.count == 0 or now - c.started_at > KF_MAX_AGE:
         st.cache_misses += 1
         return 0
     r.now = now

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="require a subscribe token for WHEP (default: viewing is open)",
     )
     serve.add_argument("--max-sessions", metavar="N", type=_non_negative, help="session limit (0 = none)")
+    serve.add_argument(
+        "--no-keyframe-cache",
+        dest="keyframe_cache",
+        action="store_false",
+        default=None,
+        help="do not start new viewers from the last keyframe (they wait for the publisher's next one)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
     serve.set_defaults(func=_cmd_serve)
 
@@ -178,6 +185,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "token_secret": args.token_secret,
         "viewer_token_required": args.viewer_token_required,
         "max_sessions": args.max_sessions,
+        "keyframe_cache": args.keyframe_cache,
         "log_level": args.log_level,
     }
     config = load_config(args.config, os.environ, overrides)

@@ -60,6 +60,7 @@ class Config:
     public_url: str | None = None  # base of absolute Location URLs; None = from the request's Host
     log_level: str = "info"
     cert_lifetime_days: int = 365
+    keyframe_cache: bool = True  # start new viewers from each layer's last keyframe (off: wait for one)
 
     @classmethod
     def for_tests(cls) -> Config:

@@ -40,6 +40,15 @@ class ServerCollector:
         for name, count in manager.counters.items():
             events.add_metric([name], count)
         yield events
+        repair = CounterMetricFamily(
+            "sfu_repair_events",
+            "Loss repair and keyframe events: NACKs received/sent, retransmissions served/missed, "
+            "keyframe requests received/sent/suppressed, keyframe cache hits, duplicates dropped",
+            labels=["event"],
+        )
+        for name, count in manager.repair_totals().items():
+            repair.add_metric([name], count)
+        yield repair
         sessions = GaugeMetricFamily("sfu_sessions", "Open sessions", labels=["kind"])
         kinds = {"whip": 0, "whep": 0}
         for session in manager.sessions.values():
@@ -50,6 +59,30 @@ class ServerCollector:
         live = GaugeMetricFamily("sfu_live_streams", "Streams with a publisher")
         live.add_metric([], sum(1 for st in manager.streams.values() if st.live))
         yield live
+        yield from _viewer_layers(manager)
+
+
+def _viewer_layers(manager):
+    """Per viewer (WHEP session): simulcast layer, send-side estimate, switches (core/simulcast.py)."""
+    estimate = GaugeMetricFamily("sfu_viewer_bandwidth_estimate_bps", "Send-side bandwidth estimate towards each viewer",
+                                 labels=["stream", "session"])
+    layer = GaugeMetricFamily("sfu_viewer_layer", "Simulcast layer each viewer gets (1 per viewer; labels name it)",
+                              labels=["stream", "session", "current", "target"])
+    switches = CounterMetricFamily("sfu_viewer_layer_switches", "Simulcast layer switches done per viewer",
+                                   labels=["stream", "session"])
+    for session in list(manager.sessions.values()):
+        if session.kind != "whep":
+            continue
+        state = manager.simulcast.stats_for(session)
+        if state is None:
+            continue
+        labels = [session.stream.name, session.id]
+        estimate.add_metric(labels, state["estimate_bps"])
+        layer.add_metric(labels + [str(state["current_layer"] or ""), str(state["target_layer"] or "")], 1)
+        switches.add_metric(labels, state["switches"])
+    yield estimate
+    yield layer
+    yield switches
 
 
 def register_server_metrics(registry: CollectorRegistry, server) -> None:

@@ -35,8 +35,11 @@ class KeyframeRequester:
         else:
             self.suppressed += 1
 
-    def keyframe_arrived(self, now: float) -> None:
-        self.wanted_since = None
+    def keyframe_arrived(self, at: float) -> None:
+        """A keyframe arrived at `at`: it answers the request only if it came after the want
+        (a keyframe older than the request, seen late by the poller, does not cancel it)."""
+        if self.wanted_since is not None and at >= self.wanted_since:
+            self.wanted_since = None
 
     def poll(self, now: float) -> bool:
         """True when a request must be sent now (the caller sends it)."""

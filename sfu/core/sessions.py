@@ -32,6 +32,7 @@ from ..wire.stun import peek_username
 from .certificate import CertificateStore
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
+from .repair import Repair
 from .simulcast import SimulcastControl
 from .stream import TWCC_URI, Layer, SenderReportInfo, Stream, Track
 from .subscription import Subscription
@@ -95,6 +96,7 @@ class SessionManager:
         self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_waiters: dict[str, asyncio.Event] = {}
+        self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.on_wakeup: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -201,6 +203,7 @@ class SessionManager:
             )
         self.simulcast.add_viewer(session, options, now)  # raises BadRequest on a bad layer option
         st.viewers.add(session)
+        self.repair.on_viewer_created(session)
         self._register(session, now)
         self._attach_viewer(session)
         self.counters["view-sessions"] += 1
@@ -303,6 +306,8 @@ class SessionManager:
                                 "keyframe_requests_sent": layer.keyframes.sent,
                                 "keyframe_requests_suppressed": layer.keyframes.suppressed,
                                 "last_packet_age_s": round(now - layer.stream.last_packet_at, 3) if layer.stream.started else None,
+                                "repair": self.repair.layer_stats(layer),
+                                **self.simulcast.layer_stats(t, layer),
                             }
                             for layer in t.layers
                         ],
@@ -322,6 +327,7 @@ class SessionManager:
                 "srtp_auth_failures": s.peer.endpoint.srtp_auth_failures,
                 "rtcp_in": dict(s.rtcp_in),
                 "subscriptions": [sub.stats() for sub in s.subscriptions],
+                "repair": [self.repair.subscription_stats(sub) for sub in s.subscriptions],
                 "drops": dict(s.peer.drops),
                 "video_layer": self.simulcast.stats_for(s),
             }
@@ -331,6 +337,7 @@ class SessionManager:
             "streams": streams,
             "sessions": sessions,
             "counters": dict(self.counters),
+            "repair": self.repair_totals(),
             "router": {
                 "datagrams_in": self.router.datagrams_in,
                 "datagrams_out": self.router.datagrams_out,
@@ -340,6 +347,20 @@ class SessionManager:
                 "drops": self.router.drop_counts,
             },
         }
+
+    def repair_totals(self) -> dict[str, int]:
+        """Loss-repair and keyframe counters over the whole server (also exported as metrics)."""
+        totals = self.repair.totals()
+        layers = [layer for st in self.streams.values() for t in st.tracks for layer in t.layers]
+        totals["keyframe_requests_received"] = self.counters["keyframe-requests-received"]
+        totals["keyframe_requests_sent"] = self.counters["keyframe-requests-sent"]
+        totals["keyframe_requests_suppressed"] = sum(layer.keyframes.suppressed for layer in layers)
+        totals.setdefault("nacks_received", 0)
+        totals.setdefault("nacks_sent", 0)
+        totals.setdefault("retransmissions_served", 0)
+        totals.setdefault("retransmissions_missed", 0)
+        totals.setdefault("cache_hits", 0)
+        return totals
 
     # ------------------------------------------------------------------------------------------
     # Datagrams from the fast path
@@ -355,6 +376,8 @@ class SessionManager:
                 self._on_rtcp(endpoint, data, now)
             elif kind == _fastpath.KIND_RTP_UNBOUND:
                 self._on_unbound_rtp(endpoint, data, now)
+            elif kind == _fastpath.KIND_LOSS:
+                self.repair.on_loss(now)
         except Exception:  # a bug must not take the server down; count and log it
             self.counters[f"errors-{kind}"] += 1
             log.exception("error handling a %s datagram", kind)
@@ -392,12 +415,16 @@ class SessionManager:
             elif isinstance(event, PathChanged):
                 self.router.set_path(peer.endpoint, event.addr)
                 self.counters["path-changes"] += 1
+                if session.kind == "whep" and peer.connected_at is not None:
+                    for sub in session.subscriptions:  # sendable now: start from the cache
+                        if sub.layer is not None and sub.kind == "video" and sub.out.need_keyframe:
+                            self.repair.schedule_start(session, sub, now)
             elif isinstance(event, Connected):
                 self.counters["dtls-connected"] += 1
                 if session.kind == "whep":
                     for sub in session.subscriptions:
                         if sub.layer is not None and sub.kind == "video":
-                            self._want_keyframe(session.stream, sub.layer, now)
+                            self.repair.schedule_start(session, sub, now)  # cache, else keyframe request
             elif isinstance(event, Closed):
                 self._close_session(session, event.reason, now)
         self._out.extend(peer.take_datagrams())
@@ -409,14 +436,22 @@ class SessionManager:
             self.counters["rtp-from-viewer-dropped"] += 1
             return
         st = session.stream
+        bound = st.bound_stream(int.from_bytes(data[8:12], "big")) if len(data) >= 12 else None
+        if bound is not None:
+            # same batch as the packet that bound this SSRC: feed the stream (a keyframe burst)
+            self.router.inject(bound, data, now)
+            self.repair.on_loss(now)
+            return
         placed = st.bind_packet(endpoint, data)
         if placed is None:
             self.counters["rtp-unknown-ssrc"] += 1
             return
         layer, instream = placed
         self.counters["ssrcs-bound"] += 1
+        self.repair.on_bound(session, layer)
         self._attach_all(st)
         self.router.inject(instream, data, now)
+        self.repair.on_loss(now)
 
     # ------------------------------------------------------------------------------------------
     # Attaching viewers to layers
@@ -441,8 +476,10 @@ class SessionManager:
             if sub.layer is layer and sub.attached:
                 continue
             sub.attach(track, layer)
+            self.repair.on_attached(session, sub)
             if sub.kind == "video" and session.peer.connected_at is not None:
-                self._want_keyframe(st, layer, now)
+                if not self.repair.start_viewer(session, sub, now):  # keyframe cache miss
+                    self._want_keyframe(st, layer, now)
 
     def _choose_layer(self, track: Track, sub: Subscription, session: Session) -> Layer | None:
         # ranked by measured size / bitrate under the viewer's limit and estimate (core/simulcast.py)
@@ -476,6 +513,8 @@ class SessionManager:
                 layer = track.layer_for_ssrc(packet.ssrc)
                 if layer is not None and layer.ssrc == packet.ssrc:
                     layer.last_sr = SenderReportInfo(packet.ntp_timestamp, packet.rtp_timestamp, now)
+        elif isinstance(packet, rtcp.ExtendedReport):
+            self.repair.on_publisher_xr(session, packet, now)  # DLRR: RTT towards the publisher
 
     def _viewer_rtcp(self, session: Session, packet, now: float) -> None:
         if isinstance(packet, (rtcp.Pli, rtcp.Fir)):
@@ -488,11 +527,13 @@ class SessionManager:
             self.simulcast.on_viewer_feedback(session, packet, now)
         elif isinstance(packet, rtcp.Nack):
             self.counters["nacks-received"] += 1
+            self.repair.on_viewer_nack(session, packet, now)  # answered from the C ring
         elif isinstance(packet, rtcp.ReceiverReport | rtcp.SenderReport):
             for block in packet.reports:
                 for sub in session.subscriptions:
                     if sub.spec.ssrc == block.ssrc:
                         sub.last_report = block
+                        self.repair.on_viewer_report(sub, block, now)  # RTT for resend pacing
 
     def _want_keyframe(self, st: Stream, layer: Layer, now: float) -> None:
         publisher = st.publisher
@@ -537,7 +578,8 @@ class SessionManager:
                     for layer in track.layers:
                         blocks.append(self._report_block(layer, now))
                 for i in range(0, len(blocks), 31) or [0]:
-                    self._send_rtcp(session, [rtcp.ReceiverReport(session.rtcp_ssrc, blocks[i : i + 31])])
+                    extras = self.repair.report_extras(session, ntp) if i == 0 else []  # XR RRTR
+                    self._send_rtcp(session, [rtcp.ReceiverReport(session.rtcp_ssrc, blocks[i : i + 31]), *extras])
             else:
                 packets = []
                 for sub in session.subscriptions:
@@ -593,6 +635,9 @@ class SessionManager:
         deadline = min(deadline, self._next_report)
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
+        repair = self.repair.next_deadline()
+        if repair is not None:
+            deadline = min(deadline, repair)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -609,6 +654,7 @@ class SessionManager:
                 self._after_peer(session, now)  # re-schedules
             else:
                 heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
+        self.repair.poll(now)  # NACKs towards publishers that are due
         if now >= self._next_tick:
             self._next_tick = now + TICK_S
             self._poll_keyframes(now)
@@ -617,6 +663,7 @@ class SessionManager:
             self._next_report = now + REPORT_INTERVAL_S
             self._reports(now)
             self._poll_gates(now)
+            self.repair.update_rates(now)
 
     def _poll_gates(self, now: float) -> None:
         """Viewers gated on a keyframe that never came: ask again (the requester throttles)."""
@@ -670,6 +717,7 @@ class SessionManager:
         if st.publisher is None and not st.viewers:
             self.streams.pop(st.name, None)
         self.simulcast.remove(session)
+        self.repair.forget(session)
         self.counters[f"closed-{session.kind}"] += 1
         log.info("%s session %s on %s closed: %s", session.kind, session.id, st.name, reason)
 

@@ -70,7 +70,8 @@ class Layer:
     def poll_keyframe(self, now: float) -> None:
         if self.stream.keyframes != self.seen_keyframes:
             self.seen_keyframes = self.stream.keyframes
-            self.keyframes.keyframe_arrived(now)
+            # when it arrived, not when we noticed: a keyframe older than the request answers nothing
+            self.keyframes.keyframe_arrived(self.stream.last_keyframe_at)
 
 
 @dataclass
@@ -206,6 +207,17 @@ class Stream:
             layer.stream = _fastpath.InStream(layer, ssrc, track.codec_id, codec.payload_type, codec.clock_rate)
         endpoint.bind(ssrc, layer.stream)
         return layer, layer.stream
+
+    def bound_stream(self, ssrc: int) -> _fastpath.InStream | None:
+        """The InStream already bound for `ssrc` (media or RTX), if any: the later packets of the
+        receive batch that carried a new SSRC's first packet also arrive as unbound."""
+        for track in self.tracks:
+            for layer in track.layers:
+                if layer.ssrc == ssrc:
+                    return layer.stream
+                if layer.rtx_ssrc == ssrc and layer.rtx is not None:
+                    return layer.rtx
+        return None
 
     def _layer_for_rtx_ssrc(self, track: Track, rtx_ssrc: int) -> Layer | None:
         for media, rtx in track.spec.rtx_ssrcs.items():

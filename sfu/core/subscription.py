@@ -34,6 +34,7 @@ class Subscription:
         self.out.abs_send_time_id = spec.extensions.get(ABS_SEND_TIME_URI, 0)
         self.track: Track | None = None
         self.layer: Layer | None = None
+        self.pending_layer: Layer | None = None  # a simulcast switch waiting for its keyframe
         self.switches = 0
 
     @property
@@ -54,11 +55,44 @@ class Subscription:
             if source_id and viewer_id:
                 self.out.map_extension(source_id, viewer_id)
         self.out.request_rebase(True)
+        _fastpath.set_source(self.out, layer.stream)
         layer.stream.add(self.out)
         self._source_stream = layer.stream
         self.switches += 1
 
+    # -- simulcast layer switches (decided in sfu/core/simulcast.py) ------------------------------
+
+    def begin_switch(self, layer: Layer, hint32: int | None) -> None:
+        """Keep the current layer flowing until `layer`'s next keyframe, then switch there."""
+        if self.pending_layer is not None and self.pending_layer is not layer:
+            self.pending_layer.stream.remove(self.out)
+        self.pending_layer = layer
+        layer.stream.add(self.out)
+        _fastpath.switch_source(self.out, layer.stream, hint32)
+
+    def poll_switch(self) -> bool:
+        """True once the fast path has switched to the pending layer (at its keyframe)."""
+        layer = self.pending_layer
+        if layer is None or not _fastpath.is_current_source(self.out, layer.stream):
+            return False
+        if self._source_stream is not None and self._source_stream is not layer.stream:
+            self._source_stream.remove(self.out)
+        self.pending_layer = None
+        self.layer = layer
+        self._source_stream = layer.stream
+        self.switches += 1
+        return True
+
+    def cancel_switch(self) -> None:
+        if self.pending_layer is not None:
+            _fastpath.cancel_switch(self.out)
+            if self.pending_layer.stream is not self._source_stream:
+                self.pending_layer.stream.remove(self.out)
+            self.pending_layer = None
+
     def detach(self) -> None:
+        self.cancel_switch()
+        _fastpath.set_source(self.out, None)
         stream = getattr(self, "_source_stream", None)
         if stream is not None:
             stream.remove(self.out)

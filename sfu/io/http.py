@@ -14,6 +14,7 @@ reason (`sfu_http_rejected_total`).
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"  # RFC 8840
+LAYER_KEYS = frozenset({"layer", "max_height", "paused", "video"})  # POST .../layer body
 STREAM_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 READ_CHUNK_BYTES = 16384
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -233,6 +235,23 @@ def build_app(
         headers["Content-Type"] = SDPFRAG
         return web.Response(status=200, body=result.answer_fragment.encode(), headers=headers)
 
+    async def layer(request: web.Request) -> web.Response:
+        """POST /whep/{stream}/{session}/layer with JSON {"layer": rid} / {"max_height": px} /
+        {"paused": bool}: the viewer's simulcast layer choice, changed during the session."""
+        stream = stream_of(request)
+        session_id = request.match_info["session"]
+        authorize(request, "whep", stream)
+        if not api.session_exists("whep", stream, session_id):
+            raise _rejection(NotFound, "no such session", "not_found")
+        text = await read_body(request, "application/json")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise _rejection(BadRequest, "body is not JSON", "bad_json") from None
+        if not isinstance(body, dict) or not set(body) <= LAYER_KEYS:
+            raise _rejection(BadRequest, f"expected a JSON object with keys among {sorted(LAYER_KEYS)}", "bad_layer_request")
+        return web.json_response(await api.set_layer(stream, session_id, body))
+
     def options_headers() -> CIMultiDict[str]:
         return CIMultiDict(
             {
@@ -296,6 +315,9 @@ def build_app(
         resource.add_route("PATCH", patch)
         resource.add_route("DELETE", delete)
         resource.add_route("OPTIONS", options_resource)
+    layer_resource = app.router.add_resource("/whep/{stream}/{session}/layer")
+    layer_resource.add_route("POST", layer)
+    layer_resource.add_route("OPTIONS", options_resource)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/stats", stats)

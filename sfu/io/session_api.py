@@ -55,6 +55,12 @@ class SessionApi(Protocol):
         """Trickle or ICE restart (RFC 8840 sdpfrag). Raises NotFound / PreconditionFailed / BadRequest."""
         ...
 
+    async def set_layer(self, stream: str, session_id: str, request: Mapping[str, object]) -> dict[str, object]:
+        """A WHEP viewer's layer choice during the session: `{"layer": rid}`, `{"max_height": px}`,
+        `{"paused": bool}` (any combination; keys left out are cleared, `{}` is automatic). Returns the
+        viewer's layer state. Raises NotFound / BadRequest."""
+        ...
+
     def session_exists(self, kind: str, stream: str, session_id: str) -> bool:
         """Cheap check so the HTTP layer answers 404 before reading a PATCH body."""
         ...

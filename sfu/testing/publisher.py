@@ -85,6 +85,7 @@ class PacketPublisher(_Client):
         self, whip_url: str, token: str | None = None, *, video_codec: str | None = "VP8",
         audio: bool = True, bitrate: int = 1_000_000, fps: float = 30, keyframe_interval: float = 2.0,
         simulcast_rids: list[str] | tuple[str, ...] = (), ignore_pli: bool = False,
+        drop_rate: float = 0.0, drop_seed: int | None = None,
         srtp_profiles: tuple[str, ...] = ("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"),
         local_addr: str = "127.0.0.1", connect_timeout: float = 10.0,
         http: aiohttp.ClientSession | None = None,
@@ -104,6 +105,12 @@ class PacketPublisher(_Client):
         self.keyframe_interval = keyframe_interval
         self.simulcast_rids = list(simulcast_rids)
         self.ignore_pli = ignore_pli
+        # simulated loss on the way in: this share of the video packets (retransmissions too) is
+        # never sent, as if the network had lost it; they stay in the history for NACKs (seeded)
+        self.drop_rate = drop_rate
+        self._drop_rng = random.Random(drop_seed) if drop_rate > 0 else None
+        self.dropped_by_test = 0
+        self._rrtr: tuple[int, float] | None = None  # last XR RRTR (NTP middle 32 bits, arrival)
         self.cname = ice_credentials()[0]
         self._streams: list[_SendStream] = []
         self._by_ssrc: dict[int, _SendStream] = {}
@@ -221,6 +228,12 @@ class PacketPublisher(_Client):
         stream.history[stream.seq & (HISTORY_SIZE - 1)] = (stream.seq, protected)
         stream.packets += 1
         stream.bytes += len(payload)
+        self._send_media(stream, protected)
+
+    def _send_media(self, stream: _SendStream, protected: bytes) -> None:
+        if self._drop_rng is not None and stream.kind == "video" and self._drop_rng.random() < self.drop_rate:
+            self.dropped_by_test += 1
+            return
         self._send(protected)
 
     def _send_video_frame(self, stream: _SendStream, now: float) -> None:
@@ -288,6 +301,11 @@ class PacketPublisher(_Client):
             ))
         if packets:
             packets.append(rtcp.Sdes([(packets[0].ssrc, [(1, self.cname.encode())])]))  # type: ignore[union-attr]
+            if self._rrtr is not None:
+                # RFC 3611 §4.5: answer the receiver's RRTR with DLRR (as libwebrtc does)
+                lrr, at = self._rrtr
+                packets.append(rtcp.ExtendedReport(packets[0].ssrc, [rtcp.Dlrr([  # type: ignore[union-attr]
+                    (self._rrtr_ssrc, lrr, int((now - at) * 65536) & 0xFFFFFFFF)])]))
             self._send_rtcp(rtcp.serialize(packets))
 
     # --- feedback -----------------------------------------------------------------------
@@ -342,6 +360,11 @@ class PacketPublisher(_Client):
                 self.remb_bitrate = packet.bitrate
             elif isinstance(packet, (rtcp.ReceiverReport, rtcp.SenderReport)):
                 self.receiver_reports += 1
+            elif isinstance(packet, rtcp.ExtendedReport):
+                for block in packet.blocks:
+                    if isinstance(block, rtcp.Rrtr) and self._loop is not None:
+                        self._rrtr = (rtcp.ntp_middle_32(block.ntp_timestamp), self._loop.time())
+                        self._rrtr_ssrc = packet.ssrc
 
     def _retransmit(self, media_ssrc: int, lost: list[int]) -> None:
         stream = self._by_ssrc.get(media_ssrc)
@@ -353,7 +376,7 @@ class PacketPublisher(_Client):
             entry = stream.history[seq & (HISTORY_SIZE - 1)]
             if entry is not None and entry[0] == seq:
                 stream.retransmits += 1
-                self._send(entry[1])
+                self._send_media(stream, entry[1])
             else:
                 stream.retransmit_misses += 1
 
@@ -372,6 +395,7 @@ class PacketPublisher(_Client):
             "plis_received": self.plis_received,
             "firs_received": self.firs_received,
             "nacks_received": self.nacks_received,
+            "dropped_by_test": self.dropped_by_test,
             "nacked_packets": sum(s.nacked for s in self._streams),
             "retransmits": sum(s.retransmits for s in self._streams),
             "retransmit_misses": sum(s.retransmit_misses for s in self._streams),

@@ -116,6 +116,7 @@ class PacketViewer(_Client):
         self, whep_url: str, token: str | None = None, *, audio: bool = True, video: bool = True,
         video_codecs: tuple[str, ...] = ("VP8", "H264"), query: dict[str, str] | None = None,
         send_nack: bool = True, send_twcc: bool = True, rtx: bool = False,
+        drop_rate: float = 0.0, drop_seed: int | None = None,
         srtp_profiles: tuple[str, ...] = ("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"),
         local_addr: str = "127.0.0.1", extra_check_addrs: int = 0, connect_timeout: float = 10.0,
         http: aiohttp.ClientSession | None = None,
@@ -133,9 +134,18 @@ class PacketViewer(_Client):
         self.send_nack = send_nack
         self.send_twcc = send_twcc
         self.rtx = rtx
+        # simulated loss: this share of the video RTP datagrams (RTX included) is discarded on
+        # arrival, before SRTP, as if the network had lost it (seeded: the same run every time)
+        self.drop_rate = drop_rate
+        self._drop_rng = random.Random(drop_seed) if drop_rate > 0 else None
+        self.dropped_by_test = 0
         self.ssrc = random.getrandbits(32)  # our RTCP sender SSRC
         self._pt: dict[int, tuple[str, str, int, bool, bool]] = {}  # pt -> kind, codec, clock, nack, rtx
         self._rtx_to_media: dict[int, int] = {}
+        self.rate_limit_bps: float | None = None  # see set_rate_limit
+        self.rate_limit_queue_s = 0.3
+        self.rate_limited_drops = 0
+        self._link_free_at = 0.0
         self._streams: dict[int, _RecvStream] = {}
         self._latency = {"audio": deque(maxlen=LATENCY_SAMPLES_MAX), "video": deque(maxlen=LATENCY_SAMPLES_MAX)}
         self._twcc_id = 0
@@ -195,8 +205,39 @@ class PacketViewer(_Client):
 
     # --- receive path -------------------------------------------------------------------
 
+    def set_rate_limit(self, bps: float | None, queue_s: float = 0.3) -> None:
+        """Emulate a slow downlink in the receive path: a FIFO bottleneck of `bps` with at most
+        `queue_s` of queue. Packets that would wait longer are dropped (gaps, NACKs); the others
+        count as arriving when they would have left the queue, in the transport-cc feedback. None
+        removes the limit."""
+        self.rate_limit_bps = bps
+        self.rate_limit_queue_s = queue_s
+        self._link_free_at = 0.0
+
+    def _rate_limited(self, size: int) -> int | None:
+        """Queueing delay in µs this packet gets from the emulated bottleneck, None: dropped."""
+        assert self._loop is not None
+        now = self._loop.time()
+        depart = max(now, self._link_free_at) + (size + 28) * 8 / self.rate_limit_bps  # type: ignore[operator]
+        if depart - now > self.rate_limit_queue_s:
+            self.rate_limited_drops += 1
+            return None
+        self._link_free_at = depart
+        return int((depart - now) * 1e6)
+
     def _on_rtp(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
         assert self._rx is not None
+        if self._drop_rng is not None and len(data) >= 12:
+            info = self._pt.get(data[1] & 0x7F)
+            if info is not None and info[0] == "video" and self._drop_rng.random() < self.drop_rate:
+                self.dropped_by_test += 1
+                return
+        queue_us = 0
+        if self.rate_limit_bps:
+            limited = self._rate_limited(len(data))
+            if limited is None:
+                return
+            queue_us = limited
         try:
             plain = self._rx.unprotect(data)
         except Exception as exc:  # pylibsrtp.Error or the fast path's error type
@@ -222,7 +263,7 @@ class PacketViewer(_Client):
             if self._twcc_id:
                 pos = _find_extension(plain, offset + 4, ext_end, profile, self._twcc_id)
                 if pos >= 0:
-                    self._record_twcc(_H.unpack_from(plain, pos)[0], now_ns // 1000)
+                    self._record_twcc(_H.unpack_from(plain, pos)[0], now_ns // 1000 + queue_us)
             offset = ext_end
         end = len(plain) - (plain[-1] if b0 & 0x20 else 0)
         if is_rtx:
@@ -492,6 +533,7 @@ class PacketViewer(_Client):
             "srtp_profile": self.srtp_profile,
             "srtp_errors": self.srtp_errors,
             "srtp_replays": self.srtp_replays,
+            "dropped_by_test": self.dropped_by_test,
             "started_at": self.started_at,
             "connected_at": self.connected_at,
             "drops": dict(self.drops),

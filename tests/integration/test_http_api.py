@@ -76,6 +76,12 @@ class FakeApi:
     def session_exists(self, kind: str, stream: str, session_id: str) -> bool:
         return (kind, stream, session_id) in self.sessions
 
+    async def set_layer(self, stream: str, session_id: str, request: Mapping[str, object]) -> dict[str, object]:
+        self.calls.append(("set_layer", stream, session_id, dict(request)))
+        if request.get("max_height") == "tall":
+            raise BadRequest("max_height must be an integer number of pixels")
+        return {"current_layer": "f", "target_layer": request.get("layer")}
+
     def stats(self) -> dict:
         return {"sessions": len(self.sessions)}
 
@@ -442,3 +448,27 @@ async def test_web_pages(client):
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
     for path in ("/static/secret.py", "/static/../config.py", "/static/%2e%2e/config.py", "/static/nope.html"):
         assert (await client.get(path)).status == 404
+
+
+# -- per-viewer simulcast layer -------------------------------------------------------------------
+
+
+async def test_layer_call_on_a_running_viewer(client, api):
+    resp = await client.post("/whep/live", data=OFFER, headers={**SDP, **bearer(subscribe=True, publish=False)})
+    assert resp.status == 201
+    JSON = {"Content-Type": "application/json"}
+    resp = await client.post("/whep/live/s1/layer", data='{"layer": "h"}', headers=JSON)
+    assert resp.status == 200
+    assert (await resp.json()) == {"current_layer": "f", "target_layer": "h"}
+    assert api.calls[-1] == ("set_layer", "live", "s1", {"layer": "h"})
+    resp = await client.post("/whep/live/s1/layer", data='{"paused": true, "max_height": 360}', headers=JSON)
+    assert resp.status == 200 and api.calls[-1][3] == {"paused": True, "max_height": 360}
+    assert (await client.post("/whep/live/s1/layer", data="{nope", headers=JSON)).status == 400
+    assert (await client.post("/whep/live/s1/layer", data='{"bitrate": 5}', headers=JSON)).status == 400
+    assert (await client.post("/whep/live/s1/layer", data='["h"]', headers=JSON)).status == 400
+    assert (await client.post("/whep/live/s1/layer", data='{"max_height": "tall"}', headers=JSON)).status == 400
+    assert (await client.post("/whep/live/s1/layer", data='{"layer": "h"}', headers=SDP)).status == 415
+    assert (await client.post("/whep/live/nope/layer", data='{"layer": "h"}', headers=JSON)).status == 404
+    assert (await client.post("/whip/live/s1/layer", data='{"layer": "h"}', headers=JSON)).status in (404, 405)
+    resp = await client.options("/whep/live/s1/layer")
+    assert resp.status == 204 and "POST" in resp.headers["Access-Control-Allow-Methods"]

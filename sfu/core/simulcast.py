@@ -1,0 +1,331 @@
+"""Simulcast in, one adaptive stream out per viewer: the session manager's layer control.
+
+Drives, for the `SessionManager` that owns it:
+- towards every publisher: transport-wide congestion control feedback built from the fast path's
+  arrival records (every `twcc.FEEDBACK_INTERVAL_S`), or REMB when only that was negotiated, so
+  browsers ramp up and send all their layers;
+- per incoming layer: a `LayerMeter` (bitrate, picture size, still arriving?);
+- per viewer: a `ViewerRateControl` (send-side estimate from the viewer's transport-cc feedback,
+  layer allocation with the viewer's manual limit), whose decisions become clean switches: the
+  current layer keeps flowing until the target's keyframe (requested, throttled), timestamps are
+  aligned through the publisher's sender reports.
+
+Inputs: `add_publisher` / `add_viewer` / `remove`, `on_viewer_feedback(session, packet, now)`,
+`set_limit(...)` (the HTTP layer call), `tick(now)` every `TICK_S`. Outputs go through the manager
+(`_send_rtcp`, `_want_keyframe`); `stats_for(session)` and `metrics()` report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .. import _fastpath
+from ..errors import BadRequest
+from ..wire import rtcp
+from .allocator import LayerOption, ManualLimit, ViewerRateControl
+from .layers import LayerMeter, rank, timestamp_hint
+from .stream import Layer, Track
+from .twcc import FEEDBACK_INTERVAL_S, FeedbackMatcher, FeedbackSender
+
+log = logging.getLogger("sfu.simulcast")
+
+REMB_INTERVAL_S = 1.0
+PUBLISHER_REMB_BPS = 8_000_000  # what a REMB-only publisher may send us (we never decode: no limit of ours)
+SWITCH_TIMEOUT_S = 6.0  # a target layer that sent no keyframe this long (OBS ignores PLI) is given up
+RATE_WINDOW_S = 0.5
+
+
+@dataclass
+class _Rate:
+    """Bytes per second of a growing counter, over `RATE_WINDOW_S` windows."""
+
+    bps: float = 0.0
+    last: int = 0
+    at: float | None = None
+
+    def sample(self, total: int, now: float) -> float:
+        if self.at is None:
+            self.at, self.last = now, total
+        elif now - self.at >= RATE_WINDOW_S:
+            self.bps = (total - self.last) * 8 / (now - self.at)
+            self.at, self.last = now, total
+        return self.bps
+
+
+@dataclass
+class _Publisher:
+    session: object
+    twcc: FeedbackSender | None
+    remb: bool
+    next_remb: float = 0.0
+
+
+@dataclass
+class _Viewer:
+    session: object
+    control: ViewerRateControl
+    matcher: FeedbackMatcher
+    sent: _Rate = field(default_factory=_Rate)
+    audio: _Rate = field(default_factory=_Rate)
+    switch_started: float | None = None
+    target_rid: str | None = None
+
+
+def parse_limit(options: Mapping[str, object]) -> ManualLimit:
+    """The viewer's manual limit from WHEP query parameters or a JSON body:
+    `layer=<rid>`, `max_height=<px>`, `video=off` / `paused=true`. Raises BadRequest."""
+    limit = ManualLimit()
+    layer = options.get("layer")
+    if layer is not None and layer != "":
+        limit.layer = str(layer)
+    height = options.get("max_height")
+    if height is not None and height != "":
+        try:
+            limit.max_height = int(height)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise BadRequest("max_height must be an integer number of pixels") from None
+        if limit.max_height <= 0:
+            raise BadRequest("max_height must be positive")
+    video = options.get("video")
+    paused = options.get("paused")
+    if video is not None and str(video).lower() in ("off", "0", "false", "no"):
+        limit.paused = True
+    if paused is not None:
+        limit.paused = paused is True or str(paused).lower() in ("1", "true", "yes", "on")
+    return limit
+
+
+class SimulcastControl:
+    """Layer measurement, publisher feedback and per-viewer adaptive layer choice."""
+
+    def __init__(self, manager) -> None:
+        self.manager = manager
+        self.publishers: dict[str, _Publisher] = {}
+        self.viewers: dict[str, _Viewer] = {}
+        self.meters: dict[int, LayerMeter] = {}  # id(InStream) -> meter
+        self.next_feedback = 0.0
+        self.switches = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.publishers or self.viewers)
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def add_publisher(self, session, twcc_ext: int | None, remb: bool) -> None:
+        self.publishers[session.id] = _Publisher(session, FeedbackSender(session.rtcp_ssrc) if twcc_ext else None, remb)
+
+    def add_viewer(self, session, options: Mapping[str, object], now: float) -> None:
+        control = ViewerRateControl(now)
+        control.allocator.limit = parse_limit(options)
+        self.viewers[session.id] = _Viewer(session, control, FeedbackMatcher(session.peer.endpoint))
+        self._apply_pause(session, control.limit, now)
+
+    def remove(self, session) -> None:
+        self.publishers.pop(session.id, None)
+        self.viewers.pop(session.id, None)
+
+    def set_limit(self, session, options: Mapping[str, object], now: float) -> dict[str, object]:
+        """Change a running viewer's manual limit (keys missing from `options` are cleared)."""
+        viewer = self.viewers[session.id]
+        limit = parse_limit(options)
+        viewer.control.allocator.limit = limit
+        viewer.control.allocator.hold_until = 0.0  # a manual change is not a congestion event
+        self._apply_pause(session, limit, now)
+        self._decide(viewer, now, force=True)
+        return self.stats_for(session)
+
+    def _apply_pause(self, session, limit: ManualLimit, now: float) -> None:
+        for sub in session.subscriptions:
+            if sub.kind != "video":
+                continue
+            if limit.paused and not sub.out.paused:
+                sub.out.paused = True
+            elif not limit.paused and sub.out.paused:
+                sub.out.paused = False
+                sub.out.request_rebase(True)
+                if sub.layer is not None:
+                    self.manager._want_keyframe(session.stream, sub.layer, now)
+
+    # -- layer choice ----------------------------------------------------------------------------
+
+    def meter(self, track: Track, layer: Layer) -> LayerMeter:
+        meter = self.meters.get(id(layer.stream))
+        if meter is None or meter.stream is not layer.stream:
+            meter = self.meters[id(layer.stream)] = LayerMeter(layer.stream, track.spec.codec.name)
+        return meter
+
+    def options(self, track: Track, now: float) -> list[LayerOption]:
+        """The track's layers ranked low to high (by picture size, else bitrate)."""
+        meters = {id(m): (layer, m) for layer in track.layers for m in [self.meter(track, layer)]}
+        ordered = rank([m for _, m in meters.values()])
+        result = []
+        for m in ordered:
+            layer = meters[id(m)][0]
+            result.append(LayerOption(id(layer), layer.rid, m.bitrate_bps, m.width, m.height, m.available(now)))
+        return result
+
+    def choose_layer(self, track: Track, sub, session) -> Layer | None:
+        """The layer a subscription starts on (or keeps, when still attached)."""
+        if sub.layer is not None and sub.layer in track.layers and sub.attached:
+            return sub.layer
+        if not track.layers:
+            return None
+        if track.kind != "video" or len(track.layers) == 1:
+            return track.layers[0] if len(track.layers) == 1 else track.best_layer()
+        now = self.manager.clock()
+        viewer = self.viewers.get(session.id)
+        for layer in track.layers:  # sizes from keyframes seen since the last tick count already
+            self.meter(track, layer).sample(now)
+        ranked = self.options(track, now)
+        if viewer is None:
+            return track.best_layer()
+        # a fresh pick (first attach or publisher change): forget the previous layer's identity
+        viewer.control.allocator.current = None
+        budget = viewer.control.bwe.estimate_bps - viewer.audio.bps
+        key, _reason, _probe = viewer.control.allocator.decide(now, ranked, budget)
+        viewer.control.allocator.current = key
+        return next((layer for layer in track.layers if id(layer) == key), None) or track.best_layer()
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def on_viewer_feedback(self, session, packet: rtcp.TransportCc, now: float) -> None:
+        viewer = self.viewers.get(session.id)
+        if viewer is None:
+            return
+        results = viewer.matcher.match(packet)
+        if results:
+            viewer.control.on_feedback(results, now)
+
+    def tick(self, now: float) -> None:
+        if now >= self.next_feedback:
+            self.next_feedback = now + FEEDBACK_INTERVAL_S
+            self._publisher_feedback(now)
+        live = set()
+        for st in self.manager.streams.values():
+            for track in st.tracks:
+                for layer in track.layers:
+                    self.meter(track, layer).sample(now)
+                    live.add(id(layer.stream))
+        for key in [k for k in self.meters if k not in live]:
+            del self.meters[key]
+        for viewer in list(self.viewers.values()):
+            self._decide(viewer, now)
+
+    # -- publishers ------------------------------------------------------------------------------
+
+    def _publisher_feedback(self, now: float) -> None:
+        for pub in self.publishers.values():
+            session = pub.session
+            if session.closed or session.peer.srtp_profile is None:
+                continue
+            endpoint = session.peer.endpoint
+            media_ssrc = next((layer.ssrc for t in session.stream.tracks for layer in t.layers), 0)
+            if pub.twcc is not None:
+                pub.twcc.add(endpoint.take_twcc())
+                packets = pub.twcc.build(media_ssrc)
+                for i in range(0, len(packets), 4):
+                    self.manager._send_rtcp(session, packets[i : i + 4])
+                if packets:
+                    self.manager.counters["twcc-feedback-sent"] += len(packets)
+            elif pub.remb and now >= pub.next_remb and media_ssrc:
+                pub.next_remb = now + REMB_INTERVAL_S
+                ssrcs = [layer.ssrc for t in session.stream.tracks if t.kind == "video" for layer in t.layers]
+                self.manager._send_rtcp(session, [
+                    rtcp.ReceiverReport(session.rtcp_ssrc, []),
+                    rtcp.Remb(session.rtcp_ssrc, PUBLISHER_REMB_BPS, ssrcs),
+                ])
+                self.manager.counters["remb-sent"] += 1
+
+    # -- viewers ---------------------------------------------------------------------------------
+
+    def _video(self, session):
+        st = session.stream
+        for sub in session.subscriptions:
+            if sub.kind == "video" and sub.source_index < len(st.tracks):
+                track = st.tracks[sub.source_index]
+                if track.kind == "video":
+                    return sub, track
+        return None, None
+
+    def _decide(self, viewer: _Viewer, now: float, force: bool = False) -> None:
+        session = viewer.session
+        if session.closed:
+            return
+        endpoint = session.peer.endpoint
+        sent = viewer.sent.sample(int(endpoint.tx_bytes), now)
+        audio_bytes = sum(int(s.out.bytes) for s in session.subscriptions if s.kind == "audio")
+        audio = viewer.audio.sample(audio_bytes, now) * 1.2  # headers and SRTP tag on top of payload
+        sub, track = self._video(session)
+        if sub is None or track is None or not track.layers:
+            return
+        if sub.pending_layer is not None:
+            if sub.poll_switch():
+                self.switches += 1
+                self.manager.counters["layer-switches"] += 1
+                viewer.switch_started = None
+            elif viewer.switch_started is not None and now - viewer.switch_started > SWITCH_TIMEOUT_S:
+                sub.cancel_switch()
+                self.manager.counters["layer-switch-timeouts"] += 1
+                viewer.switch_started = None
+        if session.peer.connected_at is None or len(track.layers) < 2 or not sub.attached:
+            return
+        if viewer.control.limit.paused:
+            viewer.target_rid = None
+            return
+        ranked = self.options(track, now)
+        control = viewer.control
+        control.allocator.current = id(sub.pending_layer or sub.layer) if (sub.pending_layer or sub.layer) else None
+        decision = control.decide(now, ranked, audio, sent)
+        if decision.stop_padding:
+            _fastpath.add_padding(sub.out, 0, True)
+        if decision.padding_bytes > 0:
+            _fastpath.add_padding(sub.out, decision.padding_bytes)
+        target = next((layer for layer in track.layers if id(layer) == decision.target), None)
+        viewer.target_rid = target.rid if target is not None else None
+        if target is None or target is (sub.pending_layer or sub.layer):
+            return
+        self._switch(viewer, sub, track, target, now, decision.reason)
+
+    def _switch(self, viewer: _Viewer, sub, track: Track, target: Layer, now: float, reason: str) -> None:
+        session = viewer.session
+        if target is sub.layer:  # back to where we are: drop the pending switch
+            sub.cancel_switch()
+            viewer.switch_started = None
+            return
+        current = sub.layer
+        hint = timestamp_hint(current.last_sr if current else None, target.last_sr, sub.out.clock_rate, sub.out.ts_offset)
+        sub.begin_switch(target, hint)
+        viewer.switch_started = now
+        self.manager._want_keyframe(session.stream, target, now)
+        self.manager.counters[f"layer-switch-{reason}"] += 1
+        log.debug("viewer %s: %s -> %s (%s)", session.id, current.rid if current else None, target.rid, reason)
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def stats_for(self, session) -> dict[str, object] | None:
+        viewer = self.viewers.get(session.id)
+        if viewer is None:
+            return None
+        sub, _track = self._video(session)
+        state = _fastpath.source_state(sub.out) if sub is not None else {}
+        limit = viewer.control.limit
+        return {
+            "current_layer": sub.layer.rid if sub is not None and sub.layer is not None else None,
+            "pending_layer": sub.pending_layer.rid if sub is not None and sub.pending_layer is not None else None,
+            "target_layer": viewer.target_rid,
+            "switches": state.get("switches", 0),
+            "limit": {"layer": limit.layer, "max_height": limit.max_height, "paused": limit.paused},
+            "estimate_bps": int(viewer.control.bwe.estimate_bps),
+            "sent_bps": int(viewer.sent.bps),
+            "bwe": viewer.control.stats(),
+            "fastpath": state,
+        }
+
+    def layer_stats(self, track: Track, layer: Layer) -> dict[str, object]:
+        meter = self.meters.get(id(layer.stream))
+        if meter is None:
+            return {}
+        return {"bitrate_bps": int(meter.bitrate_bps), "width": meter.width, "height": meter.height}
