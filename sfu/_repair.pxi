@@ -42,6 +42,7 @@ cdef enum:
     KF_ARENA = 2097152          # keyframe cache bound in bytes (2 MiB)
 
 DEF KF_MAX_AGE = 3.0            # seconds: a GOP older than this is not replayed (stale, a burst)
+DEF KF_REPLAY_STEP_S = 0.001    # seconds of RTP time between replayed frames (compressed group)
 KF_MAX_AGE_S = KF_MAX_AGE
 RTX_ARENA_BYTES_VIDEO = RTX_ARENA_VIDEO
 RTX_SLOTS_PER_VIDEO = RTX_SLOTS_VIDEO
@@ -484,6 +485,7 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
     cdef RtpView v
     cdef const uint8_t *p
     cdef uint64_t before
+    cdef int64_t step, frame, real_ts, fake_ts
     if o not in st.outs or not o.video:
         return 0
     if not ep.has_path or ep.tx is None:
@@ -505,12 +507,30 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
         return 0
     r.now = now
     before = o.packets
+    # Compress the cached group's timestamps to one frame per KF_REPLAY_STEP_S: the replay arrives
+    # as one burst, and with the source spacing a receiver would play the whole group (up to its
+    # age, 1-2 s from OBS) behind the live edge. Compressed, the decoder still gets every frame, the
+    # renderer shows the newest at once, and live frames continue at their true spacing from the
+    # last cached one (the offset is moved after the loop).
+    step = <int64_t>(o.clock_rate * KF_REPLAY_STEP_S)
+    if step < 1:
+        step = 1
+    frame = 0
+    real_ts = c.slots[0].ext_ts
+    fake_ts = real_ts
     for i in range(c.count):
         p = c.arena + c.slots[i].off
         if parse_rtp(p, c.slots[i].length, &v) < 0:
             continue
-        r._forward_one(o, p, c.slots[i].length, &v, c.slots[i].ext_seq, c.slots[i].ext_ts,
+        if c.slots[i].ext_ts > real_ts:
+            real_ts = c.slots[i].ext_ts
+            frame += 1
+            fake_ts = c.slots[0].ext_ts + frame * step
+        r._forward_one(o, p, c.slots[i].length, &v, c.slots[i].ext_seq,
+                       fake_ts if c.slots[i].ext_ts == real_ts else c.slots[i].ext_ts,
                        1 if c.slots[i].key else 0)
+    if o.packets != before and frame:
+        o.ts_offset += fake_ts - real_ts      # live packets continue from the last replayed frame
     r.flush()
     sent = <int>(o.packets - before)
     if sent:
