@@ -3,7 +3,7 @@
 `run_group(spec, emit)` starts each viewer at its time, emits a progress record every second,
 snapshots the counters at the window's start and end (the latency histogram covers the window
 only), then DELETEs every viewer and emits the final record. Records are plain dicts (JSON).
-`python -m sfu.bench.group` runs one group from a JSON spec on stdin, records on stdout: this is
+`python -m sfu.bench.worker` runs one group from a JSON spec on stdin, records on stdout: this is
 how `--procs N` spreads viewers over N processes.
 """
 
@@ -26,6 +26,7 @@ from sfu.core.certificate import Certificate
 PROGRESS_INTERVAL_S = 1.0
 HTTP_CONNECTIONS = 64  # concurrent signalling requests per process
 STOP_CONCURRENCY = 64
+STOP_TIMEOUT_S = 10.0
 
 
 def _counters(viewers: list[LoadViewer]) -> dict[str, int]:
@@ -126,17 +127,6 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
     profiles: dict[str, int] = {}
     for v in viewers:
         profiles[str(v.srtp_profile)] = profiles.get(str(v.srtp_profile), 0) + 1
-    semaphore = asyncio.Semaphore(STOP_CONCURRENCY)
-
-    async def stop(viewer: LoadViewer) -> None:
-        async with semaphore:
-            try:
-                await asyncio.wait_for(viewer.stop(), 10)
-            except Exception:
-                errors["stop-failed"] = errors.get("stop-failed", 0) + 1
-
-    await asyncio.gather(*(stop(v) for v in viewers))
-    await http.close()
     window = {k: end_counters[k] - (start_counters or {}).get(k, 0) for k in end_counters}
     window["packets"] = end_tally[0] - start_tally[0]
     window["bytes"] = end_tally[1] - start_tally[1]
@@ -152,10 +142,22 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
         "hist": window_hist,
         "profiles": profiles,
         "decrypted": tally.decrypted,
+        "replayed": tally.replayed,
         "decrypt_failures": tally.decrypt_failures,
         "recv_errors": tally.recv_errors,
     }
-    emit(final)
+    emit(final)  # before the DELETEs: a slow teardown must not lose the figures
+    semaphore = asyncio.Semaphore(STOP_CONCURRENCY)
+
+    async def stop(viewer: LoadViewer) -> None:
+        async with semaphore:
+            try:
+                await asyncio.wait_for(viewer.stop(), STOP_TIMEOUT_S)
+            except Exception:
+                errors["stop-failed"] = errors.get("stop-failed", 0) + 1
+
+    await asyncio.gather(*(stop(v) for v in viewers))
+    await http.close()
     return final
 
 
@@ -179,6 +181,3 @@ def main() -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,6 +40,10 @@ _Q = struct.Struct("!Q")
 _PROBE = struct.Struct("!QIB")
 PROBE_MAGIC = media.PROBE_MAGIC
 PROBE_WINDOW = 96  # bytes after the RTP header where the probe is looked for
+# A packet sent this much earlier than the newest one already seen on its SSRC (or before the viewer
+# connected) is a replay — the server's keyframe cache at a join or a layer switch — not a measure of
+# forwarding delay: counted apart. Layers of one frame are sent within a frame interval (33 ms).
+REPLAY_SLACK_NS = 50_000_000
 
 
 class Tally:
@@ -50,6 +54,7 @@ class Tally:
         self.bytes = 0
         self.decrypted = 0
         self.decrypt_failures = 0
+        self.replayed = 0  # probes older than the stream's newest (cache replays): not in `hist`
         self.hist: dict[int, int] = {}  # latency µs bucket -> count
         self.recv_errors = 0
         self.mono_offset_ns = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC, refreshed by `tick`
@@ -97,6 +102,12 @@ class LoadViewer(PacketViewer):
         self._rtx_pts: set[int] = set()
         self._twcc_cache: tuple[int, int, int] = (-1, -1, -1)  # (b0, position of value, header byte)
         self.first_rtp_ns = 0  # monotonic arrival of the first RTP packet
+        self.connected_ns = 0
+        self._newest_send: dict[int, int] = {}  # ssrc -> newest probe send time seen
+
+    def _on_connected(self, now: float) -> None:
+        super()._on_connected(now)
+        self.connected_ns = time.monotonic_ns()
 
     def _on_answer(self, answer: Any) -> None:
         super()._on_answer(answer)
@@ -224,6 +235,12 @@ class LoadViewer(PacketViewer):
         if pos < 0 or pos + 17 > len(plain):
             return
         send_ns, frame, _layer = _PROBE.unpack_from(plain, pos + 4)
+        newest = self._newest_send.get(ssrc, self.connected_ns)
+        if send_ns < newest - REPLAY_SLACK_NS or send_ns < self.connected_ns:
+            tally.replayed += 1
+            return
+        if send_ns > newest:
+            self._newest_send[ssrc] = send_ns
         us = (arrival_ns - send_ns) // 1000
         key = us if us < 1000 else hist.bucket(us)
         h = tally.hist

@@ -64,7 +64,7 @@ async def spawn_server(http_port: int = 0, udp_port: int = 0, extra_args: list[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}  # no user configuration
     log = tempfile.NamedTemporaryFile(prefix="sfu-bench-server-", suffix=".log", delete=False)
     process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=log, env=env,
     )
     log.close()
     assert process.stdout is not None
