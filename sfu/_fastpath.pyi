@@ -119,6 +119,10 @@ class InStream:
     def packet_state(self, ext_seq: int) -> int: ...
     @property
     def repair_counts(self) -> dict[str, int]: ...
+    @property
+    def retransmission_store(self) -> tuple[int, int] | None:
+        """(packets stored, arena bytes) of the layer's retransmission store (_resend.pxi), if any."""
+        ...
 
 class OutTrack:
     """Rewrite state of one subscription (one viewer, one track)."""
@@ -167,7 +171,7 @@ class OutTrack:
     src_red_pt: int
     red_pt: int
     src_payload_type: int
-    def enable_retransmissions(self, slots: int = 0, arena_bytes: int = 0) -> None: ...
+    def enable_retransmissions(self) -> None: ...
     def set_rtx(self, rtx_ssrc: int, rtx_payload_type: int, initial_seq: int = 0) -> None: ...
     def set_retransmission_policy(self, rate_bytes_per_s: float, burst_bytes: float, min_interval_s: float) -> None: ...
     def set_red(self, source_red_pt: int, viewer_red_pt: int, source_payload_type: int) -> None: ...
@@ -175,6 +179,8 @@ class OutTrack:
     def retransmissions(self) -> dict[str, int]: ...
     @property
     def retransmission_store(self) -> bool: ...
+    @property
+    def rewrite_epochs(self) -> int: ...
 
 class Router:
     """The shared UDP socket's receive/forward/send loop and its address table."""
@@ -224,12 +230,56 @@ def sent_packets(ep: Endpoint, first: int, count: int) -> list[tuple[int, int, i
     """(send_time_us, size, flags) per extended transport-wide sequence number, None if unknown."""
     ...
 
+# ---- transport-cc feedback from viewers (_twcc.pxi) -------------------------------------------
+class FeedbackSummary:
+    """One RTCP compound's transport-cc feedback, summarised (see sfu/core/twcc.py FeedbackSummary)."""
+
+    feedbacks: int
+    malformed: int
+    matched: int
+    lost: int
+    acked: int
+    unknown: int
+    duplicates: int
+    acked_bytes: int
+    max_send: float
+    continues_group: bool
+    bursts: list[tuple[float, float, float, float, int, int]]
+    probe_count: int
+    probe_lost: int
+    probe_bytes: int
+    probe_first_size: int
+    probe_first_send: float
+    probe_first_arrival: float
+    probe_last_send: float
+    probe_last_arrival: float
+
+class FeedbackAggregator:
+    """Parses, matches (against `endpoint`'s send log) and summarises one viewer's feedback."""
+
+    feedbacks: int
+    matched: int
+    unknown: int
+    duplicates: int
+    malformed: int
+    def __init__(self, endpoint: Endpoint) -> None: ...
+    def feed(
+        self, data: bytes, probe_start: float = ..., probe_end: float = ...
+    ) -> tuple[FeedbackSummary | None, bytes | None]:
+        """(summary of the compound's transport-cc packets or None, the other packets or None)."""
+        ...
+
+def record_sent(ep: Endpoint, now: float, size: int, flags: int = 0) -> int:
+    """Log a send under the next transport-wide sequence number (tests, simulations)."""
+    ...
+
 # ---- loss repair, keyframe cache, RED (_repair.pxi) -------------------------------------------
 KIND_LOSS: str
 RTX_COUNTERS: tuple[str, ...]
 KF_MAX_AGE_S: float
-RTX_ARENA_BYTES_VIDEO: int
-RTX_SLOTS_PER_VIDEO: int
+RTX_STORE_BYTES_VIDEO: int
+RTX_STORE_SLOTS_VIDEO: int
+RTX_MAX_AGE_S: float
 KEYFRAME_CACHE_MAX_PACKETS: int
 KEYFRAME_CACHE_MAX_BYTES: int
 

@@ -26,7 +26,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 include "_srtp.pxi"
@@ -341,6 +341,8 @@ cdef int sniff_keyframe(const uint8_t *p, int n, int codec) noexcept nogil:
 
 include "_layers.pxi"   # simulcast switching, picture ids, send log, padding probes
 include "_repair.pxi"   # NACK/RTX on both legs, keyframe cache, RED (after the constants it uses)
+include "_resend.pxi"   # retransmissions to viewers: one store per layer, rewrite epochs per viewer
+include "_twcc.pxi"     # transport-cc feedback from viewers: parsed, matched, summarised per compound
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +453,7 @@ cdef class Endpoint:
     cdef public uint64_t srtp_auth_failures, unbound_packets
     # transport-wide CC arrivals of incoming media (draft-holmer-rmcat-transport-wide-cc-extensions)
     cdef int twcc_id                          # the peer's id for the transport-cc extension (0: none)
-    cdef uint16_t *twcc_seq
+    cdef uint16_t *twcc_seq                  # TWCC_RING arrivals, allocated by set_transport_cc
     cdef int64_t *twcc_arrival_us
     cdef public uint64_t twcc_written, twcc_read
     cdef SendLog *sendlog                     # outgoing transport-wide records (_layers.pxi), lazily
@@ -460,10 +462,6 @@ cdef class Endpoint:
         self.streams = []
         self.nssrcs = 0
         self.has_path = False
-        self.twcc_seq = <uint16_t *>calloc(TWCC_RING, sizeof(uint16_t))
-        self.twcc_arrival_us = <int64_t *>calloc(TWCC_RING, sizeof(int64_t))
-        if self.twcc_seq == NULL or self.twcc_arrival_us == NULL:
-            raise MemoryError()
 
     def __dealloc__(self):
         free(self.twcc_seq)
@@ -482,8 +480,18 @@ cdef class Endpoint:
         return self.rx is not None and self.tx is not None and self.has_path
 
     def set_transport_cc(self, int ext_id):
-        """The extension id this peer uses for transport-wide sequence numbers on what it sends us."""
-        self.twcc_id = ext_id
+        """The extension id this peer uses for transport-wide sequence numbers on what it sends us
+        (a publisher: the arrival ring is allocated here; viewers send no media and have none)."""
+        if ext_id and self.twcc_seq == NULL:
+            self.twcc_seq = <uint16_t *>calloc(TWCC_RING, sizeof(uint16_t))
+            self.twcc_arrival_us = <int64_t *>calloc(TWCC_RING, sizeof(int64_t))
+            if self.twcc_seq == NULL or self.twcc_arrival_us == NULL:
+                free(self.twcc_seq)
+                free(self.twcc_arrival_us)
+                self.twcc_seq = NULL
+                self.twcc_arrival_us = NULL
+                raise MemoryError()
+        self.twcc_id = ext_id if self.twcc_seq != NULL else 0
 
     def bind(self, uint32_t ssrc, InStream stream):
         """Route incoming RTP with `ssrc` to `stream` (replaces an earlier binding)."""
@@ -499,6 +507,14 @@ cdef class Endpoint:
         self.nssrcs += 1
 
     def unbind_all(self):
+        """The peer is gone: its streams route nothing more. Their packet stores go too (viewers'
+        rewrite epochs may still refer to the InStreams for a while: they find nothing)."""
+        cdef InStream st
+        for st in self.streams:
+            srcstore_free(st.store)
+            st.store = NULL
+            kfcache_free(st.kfc)
+            st.kfc = NULL
         self.nssrcs = 0
         self.streams = []
 
@@ -506,6 +522,8 @@ cdef class Endpoint:
         """Arrivals recorded since the last call: list of (transport_seq16, arrival_us)."""
         cdef list out = []
         cdef uint64_t i
+        if self.twcc_seq == NULL:
+            return out
         if self.twcc_written - self.twcc_read > TWCC_RING:
             self.twcc_read = self.twcc_written - TWCC_RING
         i = self.twcc_read
@@ -568,6 +586,7 @@ cdef class InStream:
     # loss repair (_repair.pxi)
     cdef RecvLog rlog
     cdef KfCache *kfc
+    cdef SrcStore *store                     # retransmission store (_resend.pxi), when a viewer has NACK
     cdef bint loss_flagged                   # queued in Router.loss_events, until take_gaps()
     cdef public int64_t last_keyframe_seq    # extended seq of the last keyframe start (-1: none)
     cdef public uint64_t cache_hits, cache_misses, cache_packets_replayed
@@ -588,6 +607,7 @@ cdef class InStream:
 
     def __dealloc__(self):
         kfcache_free(self.kfc)
+        srcstore_free(self.store)
 
     # -- loss repair (_repair.pxi) ------------------------------------------------------------
 
@@ -642,8 +662,17 @@ cdef class InStream:
         return list(self.outs)
 
     def add(self, OutTrack out):
+        if out.rtx_on:
+            srcstore_enable(self)            # before its first packet: the viewer may NACK it
         if out not in self.outs:
             self.outs.append(out)
+
+    @property
+    def retransmission_store(self):
+        """(packets stored, arena bytes) of the retransmission store, or None when there is none."""
+        if self.store == NULL:
+            return None
+        return (self.store.packets, self.store.arena_size)
 
     def remove(self, OutTrack out):
         if out in self.outs:
@@ -691,7 +720,13 @@ cdef class OutTrack:
     cdef public bint keyframe_wanted         # set when gated on a keyframe: Python polls it
     cdef LayerRw lr                          # source gate, picture ids, padding (_layers.pxi)
     # loss repair (_repair.pxi)
-    cdef RtxRing *rtx                        # NULL unless the viewer negotiated NACK
+    cdef bint rtx_on                         # the viewer negotiated NACK (_resend.pxi)
+    cdef RtxEpoch *epochs                    # how packets were rewritten, oldest first (lazily)
+    cdef int nepochs, epochs_cap
+    cdef list rtx_srcs                       # the InStreams epochs point at (keeps them alive)
+    cdef uint64_t *sent_rec                  # same-SSRC resends only: transport seq / send time per packet
+    cdef uint32_t sent_slots
+    cdef Resent *recent                      # packets resent lately (lazily)
     cdef bint rtx_ssrc_set                   # RFC 4588 RTX negotiated: resend on rtx_ssrc/rtx_pt
     cdef public uint32_t rtx_ssrc
     cdef public int rtx_pt
@@ -734,25 +769,23 @@ cdef class OutTrack:
         """Forward the publisher's extension `source_id` to the viewer as `viewer_id` (0: strip)."""
         if not 0 < source_id < 256 or not 0 <= viewer_id < 256:
             raise ValueError("extension ids are 1..255")
+        if self.ext_map[source_id] != viewer_id:
+            rtx_forget_epochs(self)
         self.ext_map[source_id] = viewer_id
 
     def clear_extensions(self):
+        rtx_forget_epochs(self)
         memset(self.ext_map, 0, 256)
 
     def __dealloc__(self):
-        rtxring_free(self.rtx)
+        rtx_out_free(self)
 
     # -- loss repair (_repair.pxi) ------------------------------------------------------------
 
-    def enable_retransmissions(self, uint32_t slots=0, uint64_t arena_bytes=0):
-        """Keep a copy of every packet sent (the viewer negotiated NACK). Sizes: powers of two."""
-        if self.rtx != NULL:
-            return
-        if slots == 0:
-            slots = RTX_SLOTS_VIDEO if self.video else RTX_SLOTS_AUDIO
-        if arena_bytes == 0:
-            arena_bytes = RTX_ARENA_VIDEO if self.video else RTX_ARENA_AUDIO
-        self.rtx = rtxring_new(slots, arena_bytes)
+    def enable_retransmissions(self):
+        """The viewer negotiated NACK: remember how packets were rewritten, so that they can be
+        rebuilt from their layer's store (attach to the InStream after this: it allocates it)."""
+        self.rtx_on = True
 
     def set_rtx(self, uint32_t rtx_ssrc, int rtx_payload_type, uint16_t initial_seq=0):
         """Resend as RFC 4588 RTX on `rtx_ssrc` with `rtx_payload_type` (else: same SSRC)."""
@@ -768,6 +801,8 @@ cdef class OutTrack:
 
     def set_red(self, int source_red_pt, int viewer_red_pt, int source_payload_type):
         """Opus RED: the publisher's RED PT (-1: none), the viewer's (-1: strip to the primary)."""
+        if (source_red_pt, viewer_red_pt, source_payload_type) != (self.src_red_pt, self.red_pt, self.src_payload_type):
+            rtx_forget_epochs(self)
         self.src_red_pt = source_red_pt
         self.red_pt = viewer_red_pt
         self.src_payload_type = source_payload_type
@@ -778,7 +813,12 @@ cdef class OutTrack:
 
     @property
     def retransmission_store(self) -> bool:
-        return self.rtx != NULL
+        return self.rtx_on
+
+    @property
+    def rewrite_epochs(self) -> int:
+        """Rewrite epochs remembered for resends (_resend.pxi)."""
+        return self.nepochs
 
     def request_rebase(self, bint need_keyframe=True):
         """Recompute offsets at the next packet that passes the gate (publisher changed, switch)."""
@@ -841,6 +881,8 @@ cdef class Router:
     cdef public uint64_t forwarded, injected
     cdef double now
     cdef list loss_events                    # InStreams with new gaps (_repair.pxi), Python drains
+    cdef void *fwd_src                       # the InStream being fanned out (for rewrite epochs)
+    cdef int64_t ts_shift                    # keyframe-cache replay: timestamp given - source's own
     cdef list captured                       # test hook: datagrams kept instead of sent
 
     def __cinit__(self):
@@ -1197,7 +1239,7 @@ cdef class Router:
                 media.highest_seq = ext_seq
             if ext_ts > <int64_t>media.highest_ts:
                 media.highest_ts = ext_ts
-        if _repair_receive(self, media, p, n, ext_seq) < 0:
+        if _repair_receive(self, media, p, n, ext_seq, ext_ts) < 0:
             return   # a duplicate (counted in media.rlog): a packet reaches viewers exactly once
         media.packets += 1
         media.bytes += n
@@ -1227,6 +1269,7 @@ cdef class Router:
         cdef Py_ssize_t i, count = PyList_GET_SIZE(st.outs)
         cdef OutTrack o
         cdef int gate
+        self.fwd_src = <void *>st
         for i in range(count):
             o = <OutTrack>PyList_GET_ITEM(st.outs, i)
             if o.lr.current != NULL or o.lr.pending != NULL:
@@ -1378,11 +1421,8 @@ cdef class Router:
         if pad:
             q[0] |= 0x20
         out_len = hdr + body_len + pad
-        if o.rtx != NULL:   # the viewer's retransmission store (_repair.pxi): one copy
-            rtxring_put(o.rtx, q, out_len, out_seq, self.now)
-            if key and out_ts != o.floor_ts:
-                o.keyframe_floor = out_seq
-                o.floor_ts = out_ts
+        if o.rtx_on:   # how it was rewritten, for a resend from the layer's store (_resend.pxi)
+            rtx_note(self, o, out_seq, out_ts, ext_ts, tw_seq, key)
         out_len = ep.tx.protect_rtp(q, out_len, OUT_CAPACITY, <uint64_t>(out_seq - SEQ_BASE) & INDEX_MASK)
         if out_len < 0:
             o.odrops[O_PROTECT_FAILED] += 1

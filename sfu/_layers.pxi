@@ -18,7 +18,9 @@
 # carries a fresh template structure, so the receiver re-syncs there (frame numbers are not
 # rewritten). H.264: nothing beyond sequence number / timestamp (the IDR carries SPS/PPS).
 
-DEF SENDLOG_SIZE = 4096        # outgoing transport-wide records per endpoint (power of two): ~5 s at 3 Mbit/s
+DEF SENDLOG_SIZE = 1024        # outgoing transport-wide records per endpoint (power of two), 15 KiB:
+                               # feedback comes every 50-100 ms and probes time out after 1 s, so ~1 s
+                               # of sends is enough up to ~1,000 packets/s (8-10 Mbit/s to one viewer)
 DEF CONFIG_MAX = 160           # bytes of an H.264 SPS / AV1 sequence header kept for Python to parse
 DEF PAD_PAYLOAD = 255          # RFC 3550 §5.1: the padding count is one octet
 DEF MAX_TS_JUMP_S = 5          # a sender-report hint further ahead than this is not trusted

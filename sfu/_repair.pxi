@@ -7,11 +7,10 @@
 #   RTX copy of a packet we already have: a packet reaches viewers exactly once) and records each
 #   gap (first missing, count) in a small ring that Python's NACK generator drains
 #   (`InStream.take_gaps`). RFC 4585 §6.2.1 NACKs are built in Python from those.
-# - RtxRing (one per OutTrack whose viewer negotiated "nack", allocated on demand): the rewritten
-#   plaintext of every packet sent, keyed by the viewer's extended sequence number, in a byte
-#   arena (power of two) indexed by a slot ring (power of two). `Router.resend` answers one NACK
-#   packet from it in one C call: lookup, the policy checks (before the last keyframe, sent again
-#   within an RTT, token bucket), RFC 4588 RTX wrapping when negotiated, protect, queue.
+# - SrcStore + rewrite epochs (_resend.pxi): the source packets once per layer, and per OutTrack
+#   how they were rewritten; `Router.resend` answers one NACK packet in one C call: rebuild, the
+#   policy checks (before the last keyframe, sent again within an RTT, token bucket), RFC 4588 RTX
+#   wrapping when negotiated, protect, queue.
 # - KfCache (one per video InStream when the keyframe cache is on): the plaintext packets since
 #   the last keyframe start, bounded in packets, bytes and age. `Router.replay_cache` replays it
 #   through one subscription's rewrite so a new viewer starts at once, even from a publisher that
@@ -32,20 +31,12 @@ cdef enum:
     R_TOO_OLD = -2
 
 cdef enum:
-    RTX_SLOTS_VIDEO = 2048      # packets remembered per video subscription (power of two)
-    RTX_ARENA_VIDEO = 1048576   # bytes of packet copies per video subscription (power of two)
-    RTX_SLOTS_AUDIO = 256       # audio: Opus packets are small
-    RTX_ARENA_AUDIO = 65536
-
-cdef enum:
     KF_MAX_PACKETS = 1024       # keyframe cache bound in packets (a 2 s GOP at ~5 Mbit/s)
     KF_ARENA = 2097152          # keyframe cache bound in bytes (2 MiB)
 
 DEF KF_MAX_AGE = 3.0            # seconds: a GOP older than this is not replayed (stale, a burst)
 DEF KF_REPLAY_STEP_S = 0.001    # seconds of RTP time between replayed frames (compressed group)
 KF_MAX_AGE_S = KF_MAX_AGE
-RTX_ARENA_BYTES_VIDEO = RTX_ARENA_VIDEO
-RTX_SLOTS_PER_VIDEO = RTX_SLOTS_VIDEO
 KEYFRAME_CACHE_MAX_PACKETS = KF_MAX_PACKETS
 KEYFRAME_CACHE_MAX_BYTES = KF_ARENA
 KIND_LOSS = "loss"              # slow-path entry: some InStream recorded a gap (see take_loss_events)
@@ -150,79 +141,6 @@ cdef inline int recvlog_state(const RecvLog *r, int64_t s) noexcept nogil:
     if not r.started or s > r.highest or r.highest - s >= RECV_WINDOW:
         return -1
     return 1 if _bit_get(r, s) else 0
-
-
-# ---------------------------------------------------------------------------------------------
-# RtxRing
-# ---------------------------------------------------------------------------------------------
-
-cdef struct RtxSlot:
-    int64_t seq                 # viewer's extended sequence number (-1: empty)
-    uint64_t pos                # absolute arena position of the copy
-    int32_t length
-    double sent_at              # last time it went out (first send or retransmission)
-
-
-cdef struct RtxRing:
-    uint8_t *arena
-    uint64_t arena_size         # power of two
-    uint64_t write_pos          # absolute; a copy at `pos` is intact while write_pos - pos <= arena_size
-    RtxSlot *slots
-    uint32_t nslots             # power of two
-
-
-cdef RtxRing *rtxring_new(uint32_t nslots, uint64_t arena_size) except NULL:
-    cdef RtxRing *r
-    cdef uint32_t i
-    if nslots == 0 or (nslots & (nslots - 1)) or arena_size < 4096 or (arena_size & (arena_size - 1)):
-        raise ValueError("retransmission ring sizes must be powers of two (arena >= 4096)")
-    r = <RtxRing *>calloc(1, sizeof(RtxRing))
-    if r == NULL:
-        raise MemoryError()
-    r.arena = <uint8_t *>malloc(arena_size)
-    r.slots = <RtxSlot *>calloc(nslots, sizeof(RtxSlot))
-    if r.arena == NULL or r.slots == NULL:
-        free(r.arena)
-        free(r.slots)
-        free(r)
-        raise MemoryError()
-    r.arena_size = arena_size
-    r.nslots = nslots
-    for i in range(nslots):
-        r.slots[i].seq = -1
-    return r
-
-
-cdef void rtxring_free(RtxRing *r) noexcept nogil:
-    if r != NULL:
-        free(r.arena)
-        free(r.slots)
-        free(r)
-
-
-cdef inline void rtxring_put(RtxRing *r, const uint8_t *p, int n, int64_t seq, double now) noexcept nogil:
-    """Copy one rewritten plaintext packet (the per-packet cost: one memcpy)."""
-    cdef uint64_t off = r.write_pos & (r.arena_size - 1)
-    cdef RtxSlot *s
-    if <uint64_t>n > r.arena_size:
-        return
-    if off + n > r.arena_size:
-        r.write_pos += r.arena_size - off    # wrap: the copy stays contiguous
-        off = 0
-    memcpy(r.arena + off, p, n)
-    s = &r.slots[(<uint64_t>seq) & (r.nslots - 1)]
-    s.seq = seq
-    s.pos = r.write_pos
-    s.length = n
-    s.sent_at = now
-    r.write_pos += n
-
-
-cdef inline RtxSlot *rtxring_get(RtxRing *r, int64_t seq) noexcept nogil:
-    cdef RtxSlot *s = &r.slots[(<uint64_t>seq) & (r.nslots - 1)]
-    if s.seq != seq or r.write_pos - s.pos > r.arena_size:
-        return NULL
-    return s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,11 +263,15 @@ def red_rewrite_pts_py(bytes payload, int src_pt, int dst_pt):
 # Hooks called from the fast path (Router._process / _forward_one)
 # ---------------------------------------------------------------------------------------------
 
-cdef inline int _repair_receive(Router r, InStream media, const uint8_t *p, int n, int64_t ext_seq) noexcept:
-    """Received-bitmap bookkeeping of one media packet: -1 when it must not be forwarded."""
+cdef inline int _repair_receive(Router r, InStream media, const uint8_t *p, int n, int64_t ext_seq,
+                                int64_t ext_ts) noexcept:
+    """Received-bitmap bookkeeping of one media packet (and its copy in the layer's retransmission
+    store, _resend.pxi): -1 when it must not be forwarded."""
     cdef int res = recvlog_add(&media.rlog, ext_seq)
     if res == R_DUP or res == R_TOO_OLD:
         return -1
+    if media.store != NULL:
+        srcstore_put(media.store, p, n, ext_seq, ext_ts, r.now)
     if res == R_GAP and not media.loss_flagged:
         media.loss_flagged = True
         if r.loss_events is None:
@@ -379,102 +301,6 @@ cdef inline int _red_adjust(OutTrack o, const uint8_t *p, RtpView *v, int *body_
 # ---------------------------------------------------------------------------------------------
 # Router-side operations Python calls (delegated from Router methods)
 # ---------------------------------------------------------------------------------------------
-
-cdef object _repair_resend(Router r, OutTrack o, object seqs, double now):
-    """Answer one NACK packet of a viewer from `o`'s ring. Returns the extended sequence numbers
-    the ring did not have (for an upstream NACK)."""
-    cdef Endpoint ep = o.ep
-    cdef RtxRing *ring = o.rtx
-    cdef RtxSlot *slot
-    cdef list missed = []
-    cdef int64_t ext, rseq
-    cdef int n, out_len, off, elen, ho
-    cdef uint8_t *q
-    cdef RtpView v
-    cdef double elapsed
-    cdef uint16_t s16
-    cdef uint64_t tseq
-    if ring == NULL:
-        o.rcount[X_REQUESTED] += len(seqs)
-        o.rcount[X_MISSING] += len(seqs)
-        return missed
-    if not ep.has_path or ep.tx is None:
-        return missed
-    r.now = now
-    # token bucket refill
-    elapsed = now - o.rtx_refilled_at
-    if elapsed > 0:
-        o.rtx_tokens += elapsed * o.rtx_rate
-        if o.rtx_tokens > o.rtx_burst:
-            o.rtx_tokens = o.rtx_burst
-    o.rtx_refilled_at = now
-    for item in seqs:
-        s16 = <uint16_t>(<int>item & 0xFFFF)
-        o.rcount[X_REQUESTED] += 1
-        ext = unwrap16(o.last_out_seq, s16)
-        if ext < o.keyframe_floor:
-            o.rcount[X_BEFORE_KEYFRAME] += 1
-            continue
-        slot = rtxring_get(ring, ext)
-        if slot == NULL:
-            o.rcount[X_MISSING] += 1
-            missed.append(ext)
-            continue
-        if now - slot.sent_at < o.rtx_min_interval:
-            # sent (or resent) less than an RTT ago: this NACK cannot have seen it missing
-            o.rcount[X_RECENT] += 1
-            continue
-        n = slot.length
-        if o.rtx_tokens < n:
-            o.rcount[X_RATE_LIMITED] += 1
-            continue
-        if r.npending >= BATCH:
-            r.flush()
-        q = r.sbuf + r.npending * OUT_CAPACITY
-        memcpy(q, ring.arena + (slot.pos & (ring.arena_size - 1)), n)
-        if o.rtx_ssrc_set:
-            # RFC 4588 §4: RTX packet = original header with the RTX PT, SSRC and sequence number,
-            # then the original sequence number (OSN), then the original payload.
-            if parse_rtp(q, n, &v) < 0 or n + 2 + 16 > OUT_CAPACITY:
-                o.rcount[X_FAILED] += 1
-                continue
-            ho = v.payload_off
-            memmove(q + ho + 2, q + ho, n - ho)
-            wr16(q + ho, <uint16_t>(ext & 0xFFFF))
-            n += 2
-            q[1] = (q[1] & 0x80) | (o.rtx_pt & 0x7F)
-            rseq = o.rtx_next_seq
-            o.rtx_next_seq += 1
-            wr16(q + 2, <uint16_t>(rseq & 0xFFFF))
-            wr32(q + 8, o.rtx_ssrc)
-            if o.twcc_id:
-                # a new transport-wide sequence number: the bandwidth estimate counts this packet
-                off = find_extension(q, &v, o.twcc_id, &elen)
-                if off >= 0 and elen == 2:
-                    tseq = ep.twcc_next
-                    ep.twcc_next += 1
-                    wr16(q + off, <uint16_t>(tseq & 0xFFFF))
-            out_len = ep.tx.protect_rtp(q, n, OUT_CAPACITY, <uint64_t>(rseq - SEQ_BASE) & INDEX_MASK)
-        else:
-            # Same SSRC: byte-identical plaintext under the same packet index gives the same
-            # ciphertext (an AES-CTR/GCM nonce must never cover two different plaintexts).
-            out_len = ep.tx.protect_rtp(q, n, OUT_CAPACITY, <uint64_t>(ext - SEQ_BASE) & INDEX_MASK)
-        if out_len < 0:
-            o.rcount[X_FAILED] += 1
-            continue
-        slot.sent_at = now
-        o.rtx_tokens -= n
-        o.rcount[X_SENT] += 1
-        o.rcount[X_BYTES] += out_len
-        r.siov[r.npending].iov_len = out_len
-        memcpy(&r.saddrs[r.npending], &ep.path, ep.path_len)
-        r.smsgs[r.npending].msg_hdr.msg_namelen = ep.path_len
-        r.npending += 1
-        ep.tx_packets += 1
-        ep.tx_bytes += out_len
-    r.flush()
-    return missed
-
 
 cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1:
     """Replay `st`'s keyframe cache into `o` (gated on a keyframe, sendable). Returns packets sent,
@@ -518,6 +344,7 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
     frame = 0
     real_ts = c.slots[0].ext_ts
     fake_ts = real_ts
+    r.fwd_src = <void *>st
     for i in range(c.count):
         p = c.arena + c.slots[i].off
         if parse_rtp(p, c.slots[i].length, &v) < 0:
@@ -526,9 +353,12 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
             real_ts = c.slots[i].ext_ts
             frame += 1
             fake_ts = c.slots[0].ext_ts + frame * step
+        # the resend path needs the source's own timestamp: the shift is its epoch's (_resend.pxi)
+        r.ts_shift = fake_ts - real_ts if c.slots[i].ext_ts == real_ts else 0
         r._forward_one(o, p, c.slots[i].length, &v, c.slots[i].ext_seq,
                        fake_ts if c.slots[i].ext_ts == real_ts else c.slots[i].ext_ts,
                        1 if c.slots[i].key else 0)
+    r.ts_shift = 0
     if o.packets != before and frame:
         o.ts_offset += fake_ts - real_ts      # live packets continue from the last replayed frame
     r.flush()

@@ -29,6 +29,10 @@ CLOCK_SKEW_S = 60  # accept an `iat` this far in the future: tokens may be minte
 _STREAM_PATTERN = re.compile(r"[A-Za-z0-9._~\-*?\[\]!]{1,128}")
 _TTL = re.compile(r"\s*(\d+)\s*([smhd]?)\s*", re.IGNORECASE)
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+VERIFIED_CACHE_SIZE = 1024  # tokens whose signature and claims were checked (a join storm reuses a few)
+# (key, token) -> (sub, stream pattern, caps, iat, exp): only what depends on neither the time, the
+# stream nor the capability (those are checked on every call); cleared when full.
+_verified: dict[tuple[bytes, str], tuple[str, str, frozenset[str], int, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -85,13 +89,38 @@ def verify(secret: str | bytes, token: str | None, stream: str, capability: str,
         raise ValueError(f"unknown capability {capability!r}")
     if not token:
         raise Unauthorized("missing token")
+    cache_key = (_key(secret), token)
+    known = _verified.get(cache_key)
+    if known is None:
+        known = _decode(cache_key[0], token)
+        if len(_verified) >= VERIFIED_CACHE_SIZE:
+            _verified.clear()
+        _verified[cache_key] = known
+    sub, pattern, caps, iat, exp = known
+    t = time.time() if now is None else now
+    if exp - iat > MAX_TTL_S:
+        raise Unauthorized("token lifetime exceeds 14 days")
+    if iat > t + CLOCK_SKEW_S:
+        raise Unauthorized("token issued in the future")
+    if t >= exp:
+        raise Unauthorized("token expired")
+    if not fnmatch.fnmatchcase(stream, pattern):
+        raise Forbidden(f"token does not allow stream {stream!r}")
+    if capability not in caps:
+        raise Forbidden(f"token does not allow {capability}")
+    return Claims(sub=sub, stream=pattern, caps=caps, iat=iat, exp=exp)
+
+
+def _decode(key: bytes, token: str) -> tuple[str, str, frozenset[str], int, int]:
+    """Signature, algorithm, issuer and claim types of `token` (what does not depend on the time,
+    the stream or the capability: cached by `verify`). Raises `Unauthorized`."""
     try:
         claims = jwt.decode(
             token,
-            _key(secret),
+            key,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            # Times are checked below against `now`, not PyJWT's own clock.
+            # Times are checked by `verify` against `now`, not PyJWT's own clock.
             options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": ["exp", "iat", "iss"]},
         )
     except jwt.InvalidSignatureError:
@@ -116,18 +145,7 @@ def verify(secret: str | bytes, token: str | None, stream: str, capability: str,
     ):
         raise Unauthorized("malformed token claims")
     assert isinstance(iat, int) and isinstance(exp, int)
-    t = time.time() if now is None else now
-    if exp - iat > MAX_TTL_S:
-        raise Unauthorized("token lifetime exceeds 14 days")
-    if iat > t + CLOCK_SKEW_S:
-        raise Unauthorized("token issued in the future")
-    if t >= exp:
-        raise Unauthorized("token expired")
-    if not fnmatch.fnmatchcase(stream, pattern):
-        raise Forbidden(f"token does not allow stream {stream!r}")
-    if capability not in caps:
-        raise Forbidden(f"token does not allow {capability}")
-    return Claims(sub=sub, stream=pattern, caps=frozenset(caps), iat=iat, exp=exp)
+    return sub, pattern, frozenset(caps), iat, exp
 
 
 def parse_authorization(header: str | None) -> str | None:

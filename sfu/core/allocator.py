@@ -1,7 +1,8 @@
 """Which simulcast layer one viewer gets: the manual limit, the bandwidth estimate, probing.
 
-Inputs (with `now`): `on_feedback(results, now)` (matched transport-cc feedback, fed to the
-viewer's `SendSideBwe`), `decide(now, options, audio_bps, sent_bps)` a few times a second with
+Inputs (with `now`): `on_feedback_summary(summary, now)` (one RTCP compound's transport-cc
+feedback, summarised by the fast path; `on_feedback(results, now)` with per-packet records in
+tests), fed to the viewer's `SendSideBwe`, `decide(now, options, audio_bps, sent_bps)` a few times a second with
 the track's layers ranked low to high (see `sfu/core/layers.py`). Output: a `Decision` (the target
 layer, or None for no video; padding bytes to send as a probe). Sans-IO.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .bwe import PacketResult, SendSideBwe
+from .bwe import PacketResult, SendSideBwe, Summary
 
 INITIAL_ESTIMATE_BPS = 2_500_000  # optimistic start: a bad link is corrected within ~1-2 s
 DOWNGRADE_CONFIRM_S = 0.25  # the current layer must not fit for this long (estimate noise)
@@ -177,7 +178,7 @@ class VideoAllocator:
 class ViewerRateControl:
     """The bandwidth estimate and layer choice of one viewer (one transport, one video track).
 
-    Drive with `on_feedback` for every matched transport-cc feedback and `decide` every tick; act
+    Drive with `on_feedback_summary` for every viewer feedback and `decide` every tick; act
     on the returned `Decision` (switch layer, add padding)."""
 
     def __init__(self, now: float, initial_bps: float = INITIAL_ESTIMATE_BPS) -> None:
@@ -199,6 +200,10 @@ class ViewerRateControl:
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
         self.feedback_packets += 1
         self.bwe.on_feedback(results, now)
+
+    def on_feedback_summary(self, summary: Summary, now: float) -> None:
+        self.feedback_packets += summary.feedbacks
+        self.bwe.on_feedback_summary(summary, now)
 
     def decide(self, now: float, ranked: list[LayerOption], audio_bps: float, sent_bps: float) -> Decision:
         """`audio_bps`: what this viewer's audio takes; `sent_bps`: all media sent to it now."""

@@ -7,15 +7,21 @@ rate controller turns the signal into a rate. A loss-based bound (§6) caps it w
 heavy loss. Probes (padding sent on purpose, see `sfu/core/allocator.py`) measure headroom the
 media alone cannot show: a probe that arrives as fast as it left raises the estimate at once.
 
-Inputs (all with `now`, seconds on the server's clock): `on_feedback(results, now)` with the
-matched send/arrival records of one feedback packet, `start_probe(...)`. Outputs: `estimate_bps`,
-`acked_bps`, `signal`, `take_probe_result()`. Sans-IO: no clock, no socket.
+Inputs (all with `now`, seconds on the server's clock): `on_feedback_summary(summary, now)` with
+what one viewer RTCP compound's feedback says, summarised per send burst by the fast path
+(`_fastpath.FeedbackAggregator`, sfu/_twcc.pxi; no object per packet), or `on_feedback(results,
+now)` with matched per-packet records (tests, simulations: summarised here by the pure-Python
+`twcc.SummaryBuilder`, the same contract), and `start_probe(...)`. Outputs: `estimate_bps`,
+`acked_bps`, `signal`, `take_probe_result()`. Sans-IO: no clock, no socket. Work per feedback is
+proportional to its send bursts (~3-10 per 100 ms), not its packets: the windows below keep
+running sums and monotonic deques instead of rescanning.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 BURST_S = 0.005  # packets sent within this of a group's first are one group (libwebrtc kBurstDeltaThreshold)
 TRENDLINE_WINDOW = 20  # groups in the linear fit
@@ -60,6 +66,25 @@ class PacketResult:
     padding: bool = False
 
 
+class Summary(Protocol):
+    """One feedback's summary: `_fastpath.FeedbackSummary` or `twcc.FeedbackSummary`."""
+
+    feedbacks: int
+    matched: int
+    lost: int
+    max_send: float
+    continues_group: bool
+    bursts: list[tuple[float, float, float, float, int, int]]
+    probe_count: int
+    probe_lost: int
+    probe_bytes: int
+    probe_first_size: int
+    probe_first_send: float
+    probe_first_arrival: float
+    probe_last_send: float
+    probe_last_arrival: float
+
+
 @dataclass(slots=True)
 class ProbeResult:
     success: bool
@@ -89,13 +114,16 @@ class _Trendline:
         self.prev_trend = 0.0
         self.signal = NORMAL
 
-    def add(self, send: float, arrival: float, now: float) -> None:
+    def add_burst(self, last_send: float, last_arrival: float, continues: bool, now: float) -> None:
+        """Received packets of one send-burst group (the grouping itself, packets sent within
+        `BURST_S` of the group's first, is the summariser's): their latest send and arrival times.
+        `continues`: they belong to the group still open (it began in an earlier feedback)."""
         if self.group_send is None:
-            self._open(send, arrival)
+            self._open(last_send, last_arrival)
             return
-        if send - self.group_send <= BURST_S:
-            self.group_last_send = max(self.group_last_send, send)
-            self.group_last_arrival = max(self.group_last_arrival, arrival)
+        if continues:
+            self.group_last_send = max(self.group_last_send, last_send)
+            self.group_last_arrival = max(self.group_last_arrival, last_arrival)
             return
         # the open group is complete: compare it with the previous one
         done = (self.group_last_send, self.group_last_arrival)
@@ -105,7 +133,7 @@ class _Trendline:
             if send_delta > 0:
                 self._update(send_delta * 1000.0, arrival_delta * 1000.0, done[1], now)
         self.prev = done
-        self._open(send, arrival)
+        self._open(last_send, last_arrival)
 
     def _open(self, send: float, arrival: float) -> None:
         self.group_send = send
@@ -162,11 +190,43 @@ class _Trendline:
 
 def _slope(points: deque[tuple[float, float]]) -> float | None:
     n = len(points)
-    mean_x = sum(p[0] for p in points) / n
-    mean_y = sum(p[1] for p in points) / n
-    num = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    den = sum((x - mean_x) ** 2 for x, _ in points)
+    sum_x = sum_y = 0.0
+    for x, y in points:
+        sum_x += x
+        sum_y += y
+    mean_x, mean_y = sum_x / n, sum_y / n
+    num = den = 0.0
+    for x, y in points:
+        dx = x - mean_x
+        num += dx * (y - mean_y)
+        den += dx * dx
     return num / den if den else None
+
+
+class _Extreme:
+    """Maximum (`sign` 1) or minimum (-1) of a sliding window in amortised O(1): a monotonic deque
+    of (entry number, value); entries leave by number, oldest first."""
+
+    __slots__ = ("sign", "q")
+
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+        self.q: deque[tuple[int, float]] = deque()
+
+    def push(self, i: int, value: float) -> None:
+        q, key = self.q, value * self.sign
+        while q and q[-1][1] * self.sign <= key:
+            q.pop()
+        q.append((i, value))
+
+    def drop_through(self, i: int) -> None:
+        q = self.q
+        while q and q[0][0] <= i:
+            q.popleft()
+
+    @property
+    def value(self) -> float:
+        return self.q[0][1]
 
 
 class SendSideBwe:
@@ -182,10 +242,20 @@ class SendSideBwe:
         self.last_loss_decrease: float | None = None
         self._last_loss_update = now
         self.link_capacity_bps: float | None = None  # acknowledged rate at the last decrease
-        self._acked: deque[tuple[float, int]] = deque()  # (arrival, size)
-        self._loss: deque[tuple[float, int, int]] = deque()  # (now, lost, total)
-        self._delivery: deque[tuple[float, float]] = deque()  # (send, arrival) of received packets
+        # received bytes by burst: (latest arrival, earliest arrival, bytes), their sum, newest arrival
+        self._acked: deque[tuple[float, float, int]] = deque()
+        self._acked_bytes = 0
+        self._acked_newest = float("-inf")
+        self._loss: deque[tuple[float, int, int]] = deque()  # (now, lost, total) per feedback
+        self._loss_lost = self._loss_total = 0
+        # received packets by burst: (entry number, latest send, count); extremes over the window
+        self._delivery: deque[tuple[int, float, int]] = deque()
+        self._delivery_count = 0
+        self._delivery_seq = 0
+        self._send_min, self._send_max = _Extreme(-1.0), _Extreme(1.0)
+        self._arrival_min, self._arrival_max = _Extreme(-1.0), _Extreme(1.0)
         self._decrease_times: deque[float] = deque()
+        self._reference: Any = None  # twcc.SummaryBuilder behind on_feedback(), made when first used
         self.delivery_ratio = 1.0
         self.acked_bps = 0.0
         self.loss_fraction = 0.0
@@ -207,40 +277,73 @@ class SendSideBwe:
     # -- inputs ----------------------------------------------------------------------------------
 
     def on_feedback(self, results: list[PacketResult], now: float) -> None:
-        lost = total = 0
+        """Matched per-packet records of one feedback, in send order (tests and simulations)."""
+        if self._reference is None:
+            from .twcc import SummaryBuilder  # twcc imports this module
+
+            self._reference = SummaryBuilder()
+        self.on_feedback_summary(self._reference.summarize(results, *self.probe_window()), now)
+
+    def probe_window(self) -> tuple[float, float]:
+        """Send-time window (inclusive) of the probe under way, for the summariser: packets sent
+        in it are summed apart. Empty (inf, -inf) when not probing."""
+        if self._probe is None:
+            return float("inf"), float("-inf")
+        return self._probe["start"], self._probe["end"]
+
+    def on_feedback_summary(self, summary: Summary, now: float) -> None:
         overused = False
-        for r in results:
-            total += 1
-            if r.arrival_time is None:
-                lost += 1
-                continue
-            self._acked.append((r.arrival_time, r.size))
-            self._delivery.append((r.send_time, r.arrival_time))
-            self.trendline.add(r.send_time, r.arrival_time, now)
-            if self.trendline.signal == OVERUSE:
+        trendline = self.trendline
+        continues = summary.continues_group
+        for min_send, max_send, min_arrival, max_arrival, count, size in summary.bursts:
+            trendline.add_burst(max_send, max_arrival, continues, now)
+            continues = False
+            if trendline.signal == OVERUSE:
                 overused = True
-            if self._probe is not None:
-                self._probe_sample(r)
-        if self._probe is not None:
-            for r in results:
-                if r.arrival_time is None and self._probe["start"] <= r.send_time <= self._probe["end"]:
-                    self._probe["lost"] += 1
+            self._acked.append((max_arrival, min_arrival, size))
+            self._acked_bytes += size
+            if max_arrival > self._acked_newest:
+                self._acked_newest = max_arrival
+            i = self._delivery_seq = self._delivery_seq + 1
+            self._delivery.append((i, max_send, count))
+            self._delivery_count += count
+            self._send_min.push(i, min_send)
+            self._send_max.push(i, max_send)
+            self._arrival_min.push(i, min_arrival)
+            self._arrival_max.push(i, max_arrival)
+        probe = self._probe
+        if probe is not None:
+            if summary.probe_count:
+                if probe["first_send"] is None:  # the first packet opens the interval
+                    probe["first_send"] = summary.probe_first_send
+                    probe["first_arrival"] = summary.probe_first_arrival
+                    probe["bytes"] += summary.probe_bytes
+                else:
+                    probe["bytes"] += summary.probe_bytes + summary.probe_first_size
+                probe["last_send"] = max(probe["last_send"], summary.probe_last_send)
+                probe["last_arrival"] = max(probe["last_arrival"], summary.probe_last_arrival)
+                probe["count"] += summary.probe_count
+            probe["lost"] += summary.probe_lost
         self._update_acked()
         self._update_delivery()
-        if total:
-            self._loss.append((now, lost, total))
-        while self._loss and self._loss[0][0] < now - LOSS_WINDOW_S:
-            self._loss.popleft()
-        sent = sum(t for _, _, t in self._loss)
-        self.loss_fraction = sum(lost_ for _, lost_, _ in self._loss) / sent if sent else 0.0
-        signal = OVERUSE if overused else self.trendline.signal
+        loss = self._loss
+        if summary.matched:
+            loss.append((now, summary.lost, summary.matched))
+            self._loss_lost += summary.lost
+            self._loss_total += summary.matched
+        while loss and loss[0][0] < now - LOSS_WINDOW_S:
+            _, lost, total = loss.popleft()
+            self._loss_lost -= lost
+            self._loss_total -= total
+        self.loss_fraction = self._loss_lost / self._loss_total if self._loss_total else 0.0
+        signal = OVERUSE if overused else trendline.signal
         if overused:
             self.overuse_events += 1
-            if self._probe is not None:
-                self._probe["overuse"] = True
+            if probe is not None:
+                probe["overuse"] = True
         self._rate_control(signal, now)
         self._loss_control(now)
-        self._conclude_probe(results, now)
+        self._conclude_probe(summary.max_send, now)
 
     def start_probe(self, target_bps: float, start: float, end: float) -> None:
         """Padding will be sent from `start` to `end` so that the total rate reaches `target_bps`."""
@@ -274,25 +377,34 @@ class SendSideBwe:
     # -- internals -------------------------------------------------------------------------------
 
     def _update_acked(self) -> None:
-        if not self._acked:
+        """Received bytes over the last `ACKED_WINDOW_S` of arrivals (a burst leaves whole)."""
+        acked = self._acked
+        if not acked:
             return
-        newest = max(a for a, _ in self._acked) if len(self._acked) < 8 else self._acked[-1][0]
-        while self._acked and self._acked[0][0] < newest - ACKED_WINDOW_S:
-            self._acked.popleft()
-        span = max(ACKED_WINDOW_S / 2, newest - self._acked[0][0]) if self._acked else ACKED_WINDOW_S
-        self.acked_bps = sum(s for _, s in self._acked) * 8 / span
+        newest = self._acked_newest
+        while acked and acked[0][0] < newest - ACKED_WINDOW_S:
+            self._acked_bytes -= acked.popleft()[2]
+        span = max(ACKED_WINDOW_S / 2, newest - acked[0][1]) if acked else ACKED_WINDOW_S
+        self.acked_bps = self._acked_bytes * 8 / span
 
     def _update_delivery(self) -> None:
+        """Send spread against arrival spread of what was received over `DELIVERY_WINDOW_S` of
+        send time (a burst leaves whole)."""
         d = self._delivery
         if not d:
             return
-        newest = d[-1][0]
-        while d and d[0][0] < newest - DELIVERY_WINDOW_S:
-            d.popleft()
-        if len(d) < 10:
+        newest = d[-1][1]
+        dropped = 0
+        while d and d[0][1] < newest - DELIVERY_WINDOW_S:
+            dropped, _, count = d.popleft()
+            self._delivery_count -= count
+        if dropped:
+            for extreme in (self._send_min, self._send_max, self._arrival_min, self._arrival_max):
+                extreme.drop_through(dropped)
+        if self._delivery_count < 10:
             return
-        send_span = max(s for s, _ in d) - min(s for s, _ in d)
-        arrival_span = max(a for _, a in d) - min(a for _, a in d)
+        send_span = self._send_max.value - self._send_min.value
+        arrival_span = self._arrival_max.value - self._arrival_min.value
         if send_span > 0.1 and arrival_span > 0:
             self.delivery_ratio = min(send_span / arrival_span, 2.0)
 
@@ -358,25 +470,10 @@ class SendSideBwe:
                 self.loss_bps = float("inf")
         self._last_loss_update = now
 
-    def _probe_sample(self, r: PacketResult) -> None:
+    def _conclude_probe(self, max_send: float, now: float) -> None:
+        """Once feedback covers packets sent after the probe's end."""
         probe = self._probe
-        assert probe is not None and r.arrival_time is not None
-        if not probe["start"] <= r.send_time <= probe["end"]:
-            return
-        if probe["first_send"] is None:
-            probe["first_send"] = r.send_time
-            probe["first_arrival"] = r.arrival_time
-        else:
-            probe["bytes"] += r.size  # the first packet opens the interval
-        probe["last_send"] = max(probe["last_send"], r.send_time)
-        probe["last_arrival"] = max(probe["last_arrival"], r.arrival_time)
-        probe["count"] += 1
-
-    def _conclude_probe(self, results: list[PacketResult], now: float) -> None:
-        probe = self._probe
-        if probe is None:
-            return
-        if not any(r.send_time > probe["end"] for r in results):
+        if probe is None or not max_send > probe["end"]:
             return
         if probe["first_send"] is None or probe["count"] < 5:
             self._finish_probe(False, 0.0, 0.0)
@@ -411,7 +508,11 @@ class SendSideBwe:
             if self.loss_bps != float("inf"):
                 self.loss_bps = max(self.loss_bps, floor)
         self._loss.clear()
+        self._loss_lost = self._loss_total = 0
         self._delivery.clear()
+        self._delivery_count = 0
+        for extreme in (self._send_min, self._send_max, self._arrival_min, self._arrival_max):
+            extreme.q.clear()
         self._decrease_times.clear()
         self.loss_fraction = 0.0
         self.delivery_ratio = 1.0

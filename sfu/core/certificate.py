@@ -37,6 +37,7 @@ class Certificate:
         self.pyopenssl_key = crypto.PKey.from_cryptography_key(key)
         self.not_after: float = cert.not_valid_after_utc.timestamp()
         self.not_before: float = cert.not_valid_before_utc.timestamp()
+        self._fingerprint_sha256: str | None = None
 
     @classmethod
     def generate(
@@ -69,8 +70,11 @@ class Certificate:
         return cls(key, cert)
 
     def fingerprint_sha256(self) -> str:
-        """"AB:CD:..." as written in SDP `a=fingerprint:sha-256` (RFC 8122 §5)."""
-        return _fingerprint(self.cert, hashes.SHA256())
+        """"AB:CD:..." as written in SDP `a=fingerprint:sha-256` (RFC 8122 §5); computed once."""
+        fingerprint = self._fingerprint_sha256
+        if fingerprint is None:
+            fingerprint = self._fingerprint_sha256 = _fingerprint(self.cert, hashes.SHA256())
+        return fingerprint
 
     def fingerprints(self) -> list[tuple[str, str]]:
         return [("sha-256", self.fingerprint_sha256())]

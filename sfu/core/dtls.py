@@ -9,12 +9,24 @@ the retransmission schedule is kept here on the `now` clock (RFC 6347 §4.2.4.1:
 doubling, at most 60 s). When it fires, OpenSSL retransmits if its own timer agrees;
 otherwise (a fake clock, or a timer firing a hair early) the last flight is re-sent as
 it was, which is exactly what a lossy network would have delivered.
+
+Memory: one `SSL.Context` per certificate and profile list is shared by every endpoint (session
+cache off). A server-role endpoint drops its `SSL.Connection` once the handshake is done and the
+SRTP keys are exported (`release_after_connect`, the default for servers: DTLS carries nothing
+else here). Before it goes, the close_notify alert (RFC 5246 §7.2.1) is produced and kept as
+bytes, and so is the final flight (ChangeCipherSpec + Finished): when the client repeats its
+last flight because ours was lost (RFC 6347 §4.2.4), the kept bytes are sent again, which is what
+OpenSSL would do. What can no longer be done: authenticate records the client sends afterwards.
+Its application data was ignored anyway; its close_notify can no longer be told from a forged
+alert, so it is counted (`drops["alert-after-release"]`) and the session ends with the client's
+WHEP DELETE or ICE consent expiry instead.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +59,7 @@ MAX_RETRANSMIT_S = 60.0
 RETRANSMIT_MARGIN_S = 0.01  # fire just after OpenSSL's own timer so it does the resend
 HANDSHAKE_TIMEOUT_S = 30.0  # give up on a handshake that never finishes
 _READ_CHUNK = 65536
+MAX_FINAL_FLIGHT_RESENDS = 8  # a client that keeps repeating its last flight after that is broken
 _HASHES = {"sha-1": "sha1", "sha-224": "sha224", "sha-256": "sha256", "sha-384": "sha384",
            "sha-512": "sha512"}
 
@@ -81,11 +94,49 @@ class DtlsClosed:
 DtlsEvent = DtlsConnected | DtlsFailed | DtlsClosed
 
 
+# Certificate -> {SRTP profile tuple: shared SSL.Context}; a rotated certificate's contexts go with it.
+_CONTEXTS: weakref.WeakKeyDictionary[Certificate, dict[tuple[int, ...], SSL.Context]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _verify_callback(conn: SSL.Connection, cert: object, errnum: int, depth: int, ok: int) -> bool:
+    endpoint = conn.get_app_data()
+    if endpoint is None:  # pragma: no cover - defensive: the connection is always tagged
+        return False
+    return endpoint._verify(conn, cert, errnum, depth, ok)
+
+
+def _context(certificate: Certificate, srtp_profiles: tuple[int, ...]) -> SSL.Context:
+    """The DTLS context for `certificate` and `srtp_profiles`, built once and shared."""
+    per_cert = _CONTEXTS.get(certificate)
+    if per_cert is None:
+        per_cert = _CONTEXTS[certificate] = {}
+    ctx = per_cert.get(srtp_profiles)
+    if ctx is not None:
+        return ctx
+    names = [SRTP_PROFILES[p][0] for p in srtp_profiles]
+    if not names:
+        raise ValueError("no SRTP profile")
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.set_min_proto_version(DTLS1_2_VERSION)
+    ctx.set_max_proto_version(DTLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # shared: it must not collect every session
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_callback)
+    ctx.use_certificate(certificate.cert)
+    ctx.use_privatekey(certificate.key)
+    ctx.set_cipher_list(CIPHER_LIST)
+    ctx.set_tlsext_use_srtp(b":".join(names))
+    per_cert[srtp_profiles] = ctx
+    return ctx
+
+
 def certificate_fingerprint(der: bytes, algorithm: str) -> str | None:
     name = _HASHES.get(algorithm.lower())
     if name is None:
         return None
-    return ":".join(f"{b:02X}" for b in hashlib.new(name, der).digest())
+    return hashlib.new(name, der).digest().hex(":").upper()
 
 
 def split_records(data: bytes) -> list[bytes]:
@@ -129,6 +180,7 @@ class DtlsEndpoint:
         now: float,
         mtu: int = DTLS_MTU,
         handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+        release_after_connect: bool | None = None,
     ) -> None:
         if role not in ("server", "client"):
             raise ValueError(f"bad DTLS role {role!r}")
@@ -148,20 +200,14 @@ class DtlsEndpoint:
         self._rtx_deadline: float | None = None
         self._rtx_interval = INITIAL_RETRANSMIT_S
         self._fingerprint_error: str | None = None
+        # server: drop the SSL connection once connected (see the module docstring)
+        self._release = role == "server" if release_after_connect is None else release_after_connect
+        self._close_notify: list[bytes] = []
+        self._final_flight: list[bytes] = []
+        self._final_flight_resends = 0
 
-        ctx = SSL.Context(SSL.DTLS_METHOD)
-        ctx.set_min_proto_version(DTLS1_2_VERSION)
-        ctx.set_max_proto_version(DTLS1_2_VERSION)
-        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU)
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
-        ctx.use_certificate(certificate.cert)
-        ctx.use_privatekey(certificate.key)
-        ctx.set_cipher_list(CIPHER_LIST)
-        names = [SRTP_PROFILES[p][0] for p in srtp_profiles]
-        if not names:
-            raise ValueError("no SRTP profile")
-        ctx.set_tlsext_use_srtp(b":".join(names))
-        self._ssl = SSL.Connection(ctx, None)
+        self._ssl: SSL.Connection | None = SSL.Connection(_context(certificate, tuple(srtp_profiles)), None)
+        self._ssl.set_app_data(self)
         self._ssl.set_ciphertext_mtu(mtu)
         if role == "server":
             self._ssl.set_accept_state()
@@ -185,6 +231,9 @@ class DtlsEndpoint:
         # RFC 7983: DTLS records start with a content type in 20..63
         if len(data) < RECORD_HEADER_LENGTH or not 20 <= data[0] <= 63:
             self.drops["not-dtls"] += 1
+            return
+        if self._ssl is None:
+            self._receive_released(data)
             return
         if self.role == "server" and self._ssl.DTLSv1_get_timeout() is None and not (
             self.state == "connected" or _is_client_hello(data)
@@ -224,7 +273,10 @@ class DtlsEndpoint:
 
     def close(self) -> None:
         """Queue a close_notify alert (RFC 5246 §7.2.1) and stop."""
-        if self.state == "connected":
+        if self.state == "connected" and self._ssl is None:
+            self._outgoing.extend(self._close_notify)  # made before the connection was released
+            self._close_notify = []
+        elif self.state == "connected":
             try:
                 self._ssl.shutdown()
             except SSL.Error:
@@ -292,10 +344,12 @@ class DtlsEndpoint:
             self._drain()  # let the alert go out
             self._fail(self._fingerprint_error or f"handshake error: {_reason(exc)}")
             return
-        self._drain()
+        flight = self._drain()
         self._connected()
         if self.state == "connected":
             self._read_application(now)  # records that came with the final flight
+        if self.state == "connected" and self._release:
+            self._release_connection(flight)
 
     def _arm_retransmit(self, now: float, flight: list[bytes]) -> None:
         if flight:
@@ -334,6 +388,36 @@ class DtlsEndpoint:
         self._rtx_deadline = None
         self._last_flight = []
         self._events.append(DtlsConnected(profile, keys))
+
+    def _release_connection(self, flight: list[bytes]) -> None:
+        """Keep the close_notify and the final flight as bytes; let OpenSSL's state go."""
+        ssl = self._ssl
+        try:
+            ssl.shutdown()  # RFC 5246 §7.2.1: only queued here, sent by close()
+        except SSL.Error:
+            pass
+        pending, self._outgoing = self._outgoing, []
+        self._drain()
+        self._close_notify, self._outgoing = self._outgoing, pending
+        self._final_flight = flight
+        ssl.set_app_data(None)
+        self._ssl = None
+
+    def _receive_released(self, data: bytes) -> None:
+        """After the connection was released: answer a repeated client flight, ignore the rest."""
+        content_type = data[0]
+        if self.state != "connected":
+            self.drops["after-end"] += 1
+        elif content_type in (20, 22):  # ChangeCipherSpec / handshake: our final flight was lost
+            if self._final_flight and self._final_flight_resends < MAX_FINAL_FLIGHT_RESENDS:
+                self._final_flight_resends += 1
+                self._outgoing.extend(self._final_flight)
+            else:
+                self.drops["repeated-flight"] += 1
+        elif content_type == 23:
+            self.app_data_ignored += 1
+        else:  # an alert (close_notify?) that can no longer be authenticated
+            self.drops["alert-after-release"] += 1
 
     def _read_application(self, now: float) -> None:
         while True:

@@ -10,7 +10,7 @@ publisher that answers with DLRR (§4.5; libwebrtc does) gives RTT = now - LRR -
 (and for publishers that never answer) `nack.DEFAULT_RTT_S` (100 ms) is used.
 
 Towards viewers (the server is the sender): a `Retransmitter` per subscription that negotiated
-NACK sets the C ring's policy; a viewer NACK is answered by one `Router.resend` call. What the ring
+NACK sets the C policy; a viewer NACK is answered by one `Router.resend` call. What the store
 lacks (the server never got it) becomes an upstream NACK when the publisher's stream still misses it.
 
 Keyframe cache: per video layer, in C (`InStream.enable_keyframe_cache`); a viewer whose
@@ -199,7 +199,7 @@ class Repair:
 
     def _upstream(self, session: Session, sub: Subscription, retransmitter: Retransmitter,
                   missed: list[int], now: float) -> None:
-        """Viewer seqs the ring never had: NACK the publisher for those it still misses."""
+        """Viewer seqs the store could not rebuild: NACK the publisher for those it still misses."""
         layer = sub.layer
         inc = self.incoming.get(id(layer.stream)) if layer is not None else None
         lost_for_good = 0

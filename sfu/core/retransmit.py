@@ -1,9 +1,10 @@
-"""Retransmissions towards one viewer's track (the server is the sender): the policy around the ring.
+"""Retransmissions towards one viewer's track (the server is the sender): the policy around the C store.
 
-The copies live in C (`OutTrack.enable_retransmissions`: a power-of-two ring of the rewritten
-plaintext packets keyed by the viewer's sequence number) and one viewer NACK is answered by one C
-call (`Router.resend`: lookup, RFC 4588 RTX wrap when negotiated, protect, send). This object sets
-the knobs the C side applies per packet, from what the viewer's RTCP says:
+The packets live in C, once per incoming layer (`sfu/_resend.pxi`: each `InStream` keeps its source
+packets; each `OutTrack` only how it rewrote them, per "epoch" between two re-bases), and one viewer
+NACK is answered by one C call (`Router.resend`: lookup, rewrite again, RFC 4588 RTX wrap when
+negotiated, protect, send). This object sets the knobs the C side applies per packet, from what the
+viewer's RTCP says:
 
 - not the same packet twice within an RTT (`min_interval`, from the viewer's receiver reports:
   RFC 3550 §6.4.1 LSR/DLSR of our sender reports);
@@ -12,7 +13,7 @@ the knobs the C side applies per packet, from what the viewer's RTCP says:
 - never older than the last keyframe sent (C: `OutTrack.keyframe_floor`).
 
 Inputs: `on_nack(lost, now)`, `on_report(rtt, now)`, `update_rate(now)` (once per report interval).
-Output: the sequence numbers the ring did not have, as the viewer's extended numbers (the caller
+Output: the sequence numbers the store could not rebuild, as the viewer's extended numbers (the caller
 maps them to the publisher's numbering and NACKs upstream when still useful).
 """
 
@@ -33,7 +34,7 @@ MAX_RESEND_INTERVAL_S = 0.5
 
 
 class Retransmitter:
-    """Retransmission policy of one subscription; owns no packets (the C ring does)."""
+    """Retransmission policy of one subscription; owns no packets (its layer's C store does)."""
 
     def __init__(self, out: _fastpath.OutTrack, rtx_ssrc: int | None, rtx_payload_type: int | None) -> None:
         self.out = out
@@ -72,7 +73,7 @@ class Retransmitter:
         self._apply()
 
     def on_nack(self, router: _fastpath.Router, lost: list[int], now: float) -> list[int]:
-        """Resend what the ring has (one C call); return the viewer ext seqs it did not have."""
+        """Resend what the store has (one C call); return the viewer ext seqs it did not have."""
         self.nacks_received += 1
         return router.resend(self.out, lost, now)
 

@@ -493,6 +493,12 @@ class SessionManager:
         session: Session = endpoint.owner
         if session is None or session.closed:
             return
+        if session.kind == "whep":
+            # transport-cc feedback goes to C whole (parse, match, summarise); the rest is parsed here
+            rest = self.simulcast.on_viewer_rtcp(session, data, now)
+            if rest is None:
+                return
+            data = rest
         try:
             packets = rtcp.parse_compound(data)
         except rtcp.RtcpError as exc:
@@ -524,10 +530,11 @@ class SessionManager:
                 if sub.spec.ssrc in targets and sub.layer is not None:
                     self._want_keyframe(session.stream, sub.layer, now)
         elif isinstance(packet, rtcp.TransportCc):
-            self.simulcast.on_viewer_feedback(session, packet, now)
+            # only here when the C walk passed the compound on whole (more than 64 packets in it)
+            self.counters["twcc-feedback-unsummarised"] += 1
         elif isinstance(packet, rtcp.Nack):
             self.counters["nacks-received"] += 1
-            self.repair.on_viewer_nack(session, packet, now)  # answered from the C ring
+            self.repair.on_viewer_nack(session, packet, now)  # rebuilt from the layer's C store
         elif isinstance(packet, rtcp.ReceiverReport | rtcp.SenderReport):
             for block in packet.reports:
                 for sub in session.subscriptions:

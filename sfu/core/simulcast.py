@@ -10,8 +10,8 @@ Drives, for the `SessionManager` that owns it:
   current layer keeps flowing until the target's keyframe (requested, throttled), timestamps are
   aligned through the publisher's sender reports.
 
-Inputs: `add_publisher` / `add_viewer` / `remove`, `on_viewer_feedback(session, packet, now)`,
-`set_limit(...)` (the HTTP layer call), `tick(now)` every `TICK_S`. Outputs go through the manager
+Inputs: `add_publisher` / `add_viewer` / `remove`, `on_viewer_rtcp(session, compound, now)` (the
+transport-cc feedback in a viewer's RTCP, summarised in C), `set_limit(...)` (the HTTP layer call), `tick(now)` every `TICK_S`. Outputs go through the manager
 (`_send_rtcp`, `_want_keyframe`); `stats_for(session)` and `metrics()` report.
 """
 
@@ -27,7 +27,7 @@ from ..wire import rtcp
 from .allocator import LayerOption, ManualLimit, ViewerRateControl
 from .layers import LayerMeter, rank, timestamp_hint
 from .stream import Layer, Track
-from .twcc import FEEDBACK_INTERVAL_S, FeedbackMatcher, FeedbackSender
+from .twcc import FEEDBACK_INTERVAL_S, FeedbackSender
 
 log = logging.getLogger("sfu.simulcast")
 
@@ -66,7 +66,7 @@ class _Publisher:
 class _Viewer:
     session: object
     control: ViewerRateControl
-    matcher: FeedbackMatcher
+    aggregator: _fastpath.FeedbackAggregator
     sent: _Rate = field(default_factory=_Rate)
     audio: _Rate = field(default_factory=_Rate)
     switch_started: float | None = None
@@ -120,7 +120,7 @@ class SimulcastControl:
     def add_viewer(self, session, options: Mapping[str, object], now: float) -> None:
         control = ViewerRateControl(now)
         control.allocator.limit = parse_limit(options)
-        self.viewers[session.id] = _Viewer(session, control, FeedbackMatcher(session.peer.endpoint))
+        self.viewers[session.id] = _Viewer(session, control, _fastpath.FeedbackAggregator(session.peer.endpoint))
         self._apply_pause(session, control.limit, now)
 
     def remove(self, session) -> None:
@@ -191,13 +191,23 @@ class SimulcastControl:
 
     # -- inputs ----------------------------------------------------------------------------------
 
-    def on_viewer_feedback(self, session, packet: rtcp.TransportCc, now: float) -> None:
+    def on_viewer_rtcp(self, session, data: bytes, now: float) -> bytes | None:
+        """Take the transport-cc feedback out of a viewer's RTCP compound (parsed, matched and
+        summarised in C: no object per packet) and feed the viewer's estimate; return the other
+        packets for the Python parser (None: nothing else), or the compound untouched when its
+        headers do not walk (the parser counts it malformed)."""
         viewer = self.viewers.get(session.id)
         if viewer is None:
-            return
-        results = viewer.matcher.match(packet)
-        if results:
-            viewer.control.on_feedback(results, now)
+            return data
+        summary, rest = viewer.aggregator.feed(data, *viewer.control.bwe.probe_window())
+        if summary is not None:
+            session.rtcp_in["TransportCc"] += summary.feedbacks
+            if summary.malformed:
+                self.manager.counters["rtcp-malformed"] += summary.malformed
+                session.rtcp_in["malformed-twcc"] += summary.malformed
+            if summary.matched:
+                viewer.control.on_feedback_summary(summary, now)
+        return rest
 
     def tick(self, now: float) -> None:
         if now >= self.next_feedback:

@@ -6,6 +6,11 @@ and layer allocator (`sfu.core.bwe`, `sfu.core.allocator`). No sockets, no sleep
 audio every 20 ms, padding probes after frames when asked), the viewer's transport-cc feedback
 every 100 ms back over the propagation delay, and the `ViewerRateControl` ticking every 50 ms. A
 switch takes effect at the target layer's next keyframe (one round trip plus a frame).
+
+`feedback`: "records" feeds the estimator per-packet records (`on_feedback`, summarised by the
+pure-Python `SummaryBuilder`); "fastpath" logs every send in a real `Endpoint`'s send log, encodes
+the feedback on the wire and hands the compound to `_fastpath.FeedbackAggregator`, as the server
+does; "reference" decodes the same wire bytes in Python (`FeedbackMatcher` + `SummaryBuilder`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from sfu import _fastpath
 from sfu.core.allocator import LayerOption, ViewerRateControl
 from sfu.core.bwe import PacketResult
+from sfu.core.twcc import FeedbackMatcher, SummaryBuilder
+from sfu.wire import rtcp
 
 STEP_S = 0.001
 FPS = 30
@@ -66,6 +74,7 @@ class SimLayer:
 class ViewerSim:
     layers: list[SimLayer]
     link: Link
+    feedback: str = "records"  # or "fastpath" / "reference" (module docstring)
     control: ViewerRateControl = field(init=False)
     current: int = 0  # index into layers (ranked low to high)
     pending: int | None = None
@@ -74,11 +83,12 @@ class ViewerSim:
     seq: int = 0
     sent: dict[int, tuple[float, int, bool]] = field(default_factory=dict)
     arrivals: list[tuple[int, float | None]] = field(default_factory=list)
-    in_flight_feedback: list[tuple[float, list[PacketResult]]] = field(default_factory=list)
+    in_flight_feedback: list[tuple[float, object]] = field(default_factory=list)
     padding_budget: int = 0
     switches: list[tuple[float, str]] = field(default_factory=list)
     targets: list[tuple[float, str | None]] = field(default_factory=list)
     estimates: list[tuple[float, float]] = field(default_factory=list)
+    summaries: list[object] = field(default_factory=list)
     sent_bytes: int = 0
     audio_bytes: int = 0
 
@@ -90,13 +100,23 @@ class ViewerSim:
         self._next_feedback = FEEDBACK_INTERVAL_S
         self._next_tick = 0.0
         self._rate_marks: list[tuple[float, int, int]] = [(0.0, 0, 0)]
+        self.endpoint = _fastpath.Endpoint()
+        self.endpoint.twcc_next = 65_000  # the 16-bit numbers wrap early in the run
+        self.aggregator = _fastpath.FeedbackAggregator(self.endpoint)
+        self.matcher = FeedbackMatcher(self.endpoint)
+        self.builder = SummaryBuilder()
+        self.fb_count = 0
 
     def options(self) -> list[LayerOption]:
         return [LayerOption(i, layer.rid, layer.bitrate_bps, layer.height * 16 // 9, layer.height)
                 for i, layer in enumerate(self.layers)]
 
     def _send(self, size: int, padding: bool = False) -> None:
-        self.seq += 1
+        if self.feedback == "records":
+            self.seq += 1
+        else:
+            flags = _fastpath.SEND_FLAG_PADDING if padding else 0
+            self.seq = _fastpath.record_sent(self.endpoint, self.now, size, flags)
         self.sent[self.seq] = (self.now, size, padding)
         self.sent_bytes += size
         self.arrivals.append((self.seq, self.link.send(self.now, size)))
@@ -124,11 +144,38 @@ class ViewerSim:
         reported = [(s, a) for s, a in ready if s <= last_seq]
         keep = {s for s, _ in reported}
         self.arrivals = [(s, a) for s, a in self.arrivals if s not in keep]
+        if self.feedback != "records":
+            arrivals = [(s, None if a is None else int(a * 1e6)) for s, a in sorted(reported)]
+            for s, _ in arrivals:
+                del self.sent[s]
+            packets = rtcp.build_transport_cc(1, 2, arrivals, self.fb_count)
+            self.fb_count += len(packets)
+            compound = rtcp.serialize([rtcp.ReceiverReport(1, []), *packets])
+            self.in_flight_feedback.append((self.now + self.link.delay_s, compound))
+            return
         results = []
         for s, a in sorted(reported):
             t, size, padding = self.sent.pop(s)
             results.append(PacketResult(t, a, size, padding))
         self.in_flight_feedback.append((self.now + self.link.delay_s, results))
+
+    def _deliver(self, feedback: object) -> None:
+        if self.feedback == "records":
+            self.control.on_feedback(feedback, self.now)  # type: ignore[arg-type]
+            return
+        assert isinstance(feedback, bytes)
+        window = self.control.bwe.probe_window()
+        if self.feedback == "fastpath":
+            summary, rest = self.aggregator.feed(feedback, *window)
+            assert rest is not None and summary is not None
+            self.summaries.append(summary)
+        else:
+            results = [r for p in rtcp.parse_compound(feedback) if isinstance(p, rtcp.TransportCc)
+                       for r in self.matcher.match(p)]
+            summary = self.builder.summarize(results, *window)
+            self.summaries.append(summary)
+        if summary.matched:
+            self.control.on_feedback_summary(summary, self.now)
 
     def _tick(self) -> None:
         t0, b0, a0 = self._rate_marks[0]
@@ -166,8 +213,8 @@ class ViewerSim:
                 self._next_feedback += FEEDBACK_INTERVAL_S
                 self._feedback()
             while self.in_flight_feedback and self.in_flight_feedback[0][0] <= self.now:
-                _, results = self.in_flight_feedback.pop(0)
-                self.control.on_feedback(results, self.now)
+                _, feedback = self.in_flight_feedback.pop(0)
+                self._deliver(feedback)
             if self.now >= self._next_tick:
                 self._next_tick += TICK_S
                 self._tick()

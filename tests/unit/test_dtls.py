@@ -27,10 +27,11 @@ def client_cert():
 
 
 def make_pair(server_cert, client_cert, *, client_profiles=None, server_fp=None, client_fp=None,
-              now=0.0):
+              now=0.0, server_release=None):
     server = DtlsEndpoint(
         server_cert, "server",
         [("sha-256", client_fp or client_cert.fingerprint_sha256())], now=now,
+        release_after_connect=server_release,
     )
     kwargs = {}
     if client_profiles is not None:
@@ -231,7 +232,7 @@ def test_truncated_and_fuzzed_handshake_records(server_cert, client_cert):
 
 
 def test_application_data_ignored_and_close_notify(server_cert, client_cert):
-    server, client = make_pair(server_cert, client_cert)
+    server, client = make_pair(server_cert, client_cert, server_release=False)
     handshake(server, client)
     client._ssl.send(b"hello")  # an SCTP-ish payload we do not use
     for d in client._drain():
@@ -358,3 +359,51 @@ async def test_against_aiortc_client(server_cert):
     protected = Session(policy).protect(rtp)
     assert dtls._rx_srtp.unprotect(protected) == rtp
     await dtls.stop()
+
+
+def test_server_releases_its_connection_and_still_sends_close_notify(server_cert, client_cert):
+    server, client = make_pair(server_cert, client_cert)
+    handshake(server, client)
+    assert server.state == client.state == "connected"
+    assert server._ssl is None and client._ssl is not None  # clients keep theirs
+    client._ssl.send(b"hello")
+    for d in client._drain():
+        server.receive(d, 1.0)
+    client.take_datagrams()
+    assert server.app_data_ignored == 1
+    server.close()
+    assert server.state == "closed"
+    for d in server.take_datagrams():
+        client.receive(d, 2.0)
+    assert client.state == "closed" and client.take_events() == [DtlsClosed()]
+
+
+def test_released_server_resends_its_lost_final_flight(server_cert, client_cert):
+    server, client = make_pair(server_cert, client_cert)
+    server.start(0.0)
+    client.start(0.0)
+    final = []
+
+    def lose_final(src, i, d):
+        if src is server and server.state == "connected" and not final:
+            final.append(d)  # the server's ChangeCipherSpec + Finished
+            return True
+        return False
+
+    pump(client, server, 0.0, drop=lose_final)
+    assert final and server.state == "connected" and server._ssl is None
+    assert client.state == "connecting"
+    now = client.next_deadline()
+    client.handle_timer(now)  # the client repeats its last flight ...
+    pump(client, server, now)  # ... and the server answers with the kept bytes
+    assert client.state == "connected"
+    assert server.take_events()[0].keys.local_key == client.take_events()[0].keys.remote_key
+
+
+def test_released_server_cannot_authenticate_a_client_close_notify(server_cert, client_cert):
+    server, client = make_pair(server_cert, client_cert)
+    handshake(server, client)
+    client.close()
+    for d in client.take_datagrams():
+        server.receive(d, 1.0)
+    assert server.state == "connected" and server.drops["alert-after-release"] == 1
