@@ -48,7 +48,10 @@ build: fastpath
 run: build
 	$(VENV)/bin/sfu serve
 
-test: build
+lint: $(VENV)/.stamp-venv
+	$(VENV)/bin/ruff check sfu tests bench
+
+test: build lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:

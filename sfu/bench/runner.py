@@ -161,7 +161,7 @@ async def run_bench(
 ) -> dict[str, Any]:
     """Run one bench; returns the results (what `--json` prints)."""
     opts.check()
-    loop = asyncio.get_running_loop()
+    asyncio.get_running_loop()
     server: SpawnedServer | None = None
     publishers: list[BenchPublisher] = []
     groups = _Groups()
@@ -333,7 +333,7 @@ def _results(opts: BenchOptions, server: SpawnedServer | None, pid: int | None,
         server_out["rss_mib_peak"] = round(end.hwm_kib / 1024, 1)
     tool_cpu = None
     if tool["start"] and tool["end"] and all(tool["start"]) and all(tool["end"]):
-        tool_cpu = round(sum(b.cpu_s - a.cpu_s for a, b in zip(tool["start"], tool["end"])), 3)  # type: ignore[union-attr]
+        tool_cpu = round(sum(b.cpu_s - a.cpu_s for a, b in zip(tool["start"], tool["end"], strict=False)), 3)  # type: ignore[union-attr]
     pub_stats = [p.stats for p in publishers]
     with_media = len(first_media)
     results = {

@@ -53,9 +53,9 @@ class Certificate:
         else:
             key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, secrets.token_hex(16))])
-        start = datetime.datetime.fromtimestamp(now_wall - BACKDATE_S, datetime.timezone.utc)
+        start = datetime.datetime.fromtimestamp(now_wall - BACKDATE_S, datetime.UTC)
         end = datetime.datetime.fromtimestamp(
-            now_wall + lifetime_days * DAY_S, datetime.timezone.utc
+            now_wall + lifetime_days * DAY_S, datetime.UTC
         )
         cert = (
             x509.CertificateBuilder()

@@ -51,7 +51,7 @@ class _Credentials:
 
     @property
     def username(self) -> bytes:
-        return f"{self.local_ufrag}:{self.remote_ufrag}".encode("utf8")
+        return f"{self.local_ufrag}:{self.remote_ufrag}".encode()
 
 
 class IceLite:

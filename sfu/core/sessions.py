@@ -21,7 +21,7 @@ import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _fastpath
 from ..errors import Conflict, NotFound, Overloaded, PreconditionFailed, Unprocessable
@@ -177,7 +177,7 @@ class SessionManager:
             event = self._live_waiters.setdefault(stream, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), self.config.whep_wait_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.counters["rejected-not-live"] += 1
                 raise Conflict(f"stream {stream!r} did not go live in time", retry_after=NOT_LIVE_RETRY_AFTER_S) from None
             st = self.streams.get(stream)

@@ -194,7 +194,7 @@ class _Client:
             self._arm(loop.time())
             try:
                 await asyncio.wait_for(asyncio.shield(self._connected), self.connect_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectionError(
                     f"not connected after {self.connect_timeout}s (ice {self._ice_state}, "
                     f"dtls {'started' if self._dtls else 'not started'})"

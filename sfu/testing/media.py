@@ -415,7 +415,7 @@ def plan_layers(rids: list[str], top_bitrate: int) -> list[LayerPlan]:
     else:
         steps_down = [len(rids) - 1 - index for index in range(len(rids))]
     plans = []
-    for index, (rid, down) in enumerate(zip(rids, steps_down)):
+    for index, (rid, down) in enumerate(zip(rids, steps_down, strict=False)):
         plans.append(
             LayerPlan(
                 rid, index, max(16, (TOP_WIDTH >> down) & ~1), max(16, (TOP_HEIGHT >> down) & ~1),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Union
 
 RTCP_VERSION = 2
 PT_SR = 200
@@ -167,10 +166,10 @@ class UnknownRtcp:
     data: bytes  # the packet body after the 4-byte header
 
 
-RtcpPacket = Union[
-    SenderReport, ReceiverReport, Sdes, Bye, App, Nack, Pli, Fir, Remb, TransportCc,
-    ExtendedReport, UnknownRtcp,
-]
+RtcpPacket = (
+    SenderReport | ReceiverReport | Sdes | Bye | App | Nack | Pli | Fir | Remb | TransportCc
+    | ExtendedReport | UnknownRtcp
+)
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -338,7 +339,7 @@ class GstPublisher:
             if is_stdout and text.strip() == "CONNECTED":
                 self.connected.set()
 
-    async def __aenter__(self) -> "GstPublisher":
+    async def __aenter__(self) -> GstPublisher:
         if not os.path.exists(GST_PYTHON):
             raise E2EFailure(f"{GST_PYTHON} is missing: run `make test` as root (it installs python3-gi and GStreamer)")
         env = dict(os.environ)
@@ -383,7 +384,7 @@ class GstPublisher:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), PROCESS_STOP_TIMEOUT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         await asyncio.gather(*self._readers, return_exceptions=True)

@@ -10,7 +10,6 @@ from collections import Counter
 import aiohttp
 from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
-import sfu
 
 
 

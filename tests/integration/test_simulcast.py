@@ -45,7 +45,7 @@ async def test_viewers_get_the_layer_they_ask_for() -> None:
             try:
                 for viewer in viewers:
                     await viewer.wait_for(lambda v=viewer: v.stats["video"]["frames"] >= 30, timeout=10)
-                for viewer, (query, resolution, index) in zip(viewers, asks):
+                for viewer, (query, resolution, index) in zip(viewers, asks, strict=False):
                     video = viewer.stats["video"]
                     assert video["resolution"] == resolution, (query, video["resolution"])
                     assert set(video["layers"]) == {index}, (query, video["layers"])

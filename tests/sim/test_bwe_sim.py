@@ -97,12 +97,12 @@ def test_hold_off_after_a_downgrade() -> None:
 def test_overuse_detector_reacts_to_a_growing_queue_only() -> None:
     bwe = SendSideBwe(2_000_000, 0.0)
     t = 0.0
-    for i in range(400):  # 1 Mbit/s paced, constant one-way delay
+    for _i in range(400):  # 1 Mbit/s paced, constant one-way delay
         bwe.on_feedback([PacketResult(t, t + 0.03, 1250)], t + 0.05)
         t += 0.01
     assert bwe.overuse_events == 0 and bwe.estimate_bps >= 2_000_000
     delay = 0.03
-    for i in range(100):  # the queue grows 2 ms per packet
+    for _i in range(100):  # the queue grows 2 ms per packet
         delay += 0.002
         bwe.on_feedback([PacketResult(t, t + delay, 1250)], t + delay + 0.02)
         t += 0.01

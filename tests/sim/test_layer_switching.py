@@ -52,7 +52,7 @@ class Rig:
         try:
             while True:
                 out.append(self.unprotect.unprotect(self.viewer.recv(2048)))
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass
         self.viewer.settimeout(1.0)
         return out
@@ -124,7 +124,7 @@ def test_layers_ranked_by_keyframe_resolution_not_rid(rig: Rig, rids: list[str],
     ranked = rank(list(meters.values()))
     heights = [m.height for m in ranked]
     assert heights == sorted(heights) and heights[-1] == 720 and heights[0] == 180
-    top_rid = next(p.rid for p, s in zip(plans, sources) if meters[s.ssrc] is ranked[-1])
+    top_rid = next(p.rid for p, s in zip(plans, sources, strict=False) if meters[s.ssrc] is ranked[-1])
     assert top_rid == ("0" if rids[0].isdigit() else "f")
 
 
@@ -194,15 +194,15 @@ def test_switch_waits_for_the_keyframe_and_keeps_numbers_continuous(rig: Rig) ->
     assert all(media.find_probe(p, 12)[2] == 2 for p in after)
     stream = received + before + after
     seqs = [_header(p)[0] for p in stream]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:])), "one continuous sequence"
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "one continuous sequence"
     stamps = [_header(p)[1] for p in stream]
-    assert all(0 <= (b - a) & 0xFFFFFFFF < 90000 for a, b in zip(stamps, stamps[1:])), "monotonic timestamps"
+    assert all(0 <= (b - a) & 0xFFFFFFFF < 90000 for a, b in zip(stamps, stamps[1:], strict=False)), "monotonic timestamps"
     # frame spacing is kept across the switch: the SR hint put the keyframe one frame after the last
     last_low_ts, first_high_ts = _header(before[-1])[1], _header(after[0])[1]
     assert (first_high_ts - last_low_ts) & 0xFFFFFFFF == 3000
     pictures = [pid for pid in (_vp8_picture_id(p) for p in stream) if pid is not None]
-    frame_starts = [pictures[0]] + [b for a, b in zip(pictures, pictures[1:]) if b != a]
-    assert all((b - a) & 0x7FFF == 1 for a, b in zip(frame_starts, frame_starts[1:])), "picture ids continue"
+    frame_starts = [pictures[0]] + [b for a, b in zip(pictures, pictures[1:], strict=False) if b != a]
+    assert all((b - a) & 0x7FFF == 1 for a, b in zip(frame_starts, frame_starts[1:], strict=False)), "picture ids continue"
 
 
 def test_switch_without_sender_reports_aligns_on_arrival_time(rig: Rig) -> None:
@@ -221,9 +221,9 @@ def test_switch_without_sender_reports_aligns_on_arrival_time(rig: Rig) -> None:
     stream = rig.drain()
     assert _fastpath.source_state(out)["ts_from_arrival"] >= 1
     seqs = [_header(p)[0] for p in stream]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
     stamps = [_header(p)[1] for p in stream]
-    assert all(0 <= (b - a) & 0xFFFFFFFF < 9000 for a, b in zip(stamps, stamps[1:]))
+    assert all(0 <= (b - a) & 0xFFFFFFFF < 9000 for a, b in zip(stamps, stamps[1:], strict=False))
 
 
 def test_padding_probe_after_a_frame_keeps_sequence_continuous(rig: Rig) -> None:
@@ -240,7 +240,7 @@ def test_padding_probe_after_a_frame_keeps_sequence_continuous(rig: Rig) -> None
     padding = [p for p in stream if p[0] & 0x20 and len(p) - 12 <= 300]
     assert len(padding) >= 7 and _fastpath.source_state(out)["pad_packets"] == len(padding)
     seqs = [_header(p)[0] for p in stream]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:]))
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
     # every packet (media and padding) is in the send log under its transport-wide number
     sent = _fastpath.sent_packets(rig.ep, 0, rig.ep.twcc_next)
     assert len(sent) == len(stream) and all(s is not None for s in sent)

@@ -49,7 +49,7 @@ def pump(a, b, now, drop=lambda src, i, d: False, max_rounds=50):
     for _ in range(max_rounds):
         moved = False
         for src, dst in ((a, b), (b, a)):
-            for i, d in enumerate(src.take_datagrams()):
+            for _i, d in enumerate(src.take_datagrams()):
                 moved = True
                 sent += 1
                 if not drop(src, sent, d):

@@ -182,7 +182,7 @@ def test_rfc7714_16_1_srtp_aes_128_gcm():
     plain, index = rfc7714_context()._unprotect_with_index(RFC7714_SRTP)
     assert plain == RFC7714_RTP and index == 0xF17B
     # the same through an independent AES-GCM: IV per §8.1, AAD = header (§8.2)
-    iv = bytes(a ^ b for a, b in zip(h("00005501a0b200000000f17b"), RFC7714_SALT))
+    iv = bytes(a ^ b for a, b in zip(h("00005501a0b200000000f17b"), RFC7714_SALT, strict=False))
     ct = AESGCM(RFC7714_KEY).encrypt(iv, RFC7714_RTP[12:], RFC7714_RTP[:12])
     assert RFC7714_SRTP == RFC7714_RTP[:12] + ct
 
@@ -362,7 +362,7 @@ def test_srtcp_unencrypted_e0_accepted():
     assert cm.unprotect_rtcp_packet(packet + eidx + tag) == packet
     # AES-GCM: IV per §9.1, empty plaintext
     gcm = rfc7714_context()
-    iv = bytes(a ^ b for a, b in zip(b"\0\0" + packet[4:8] + b"\0\0" + eidx, RFC7714_SALT))
+    iv = bytes(a ^ b for a, b in zip(b"\0\0" + packet[4:8] + b"\0\0" + eidx, RFC7714_SALT, strict=False))
     tag = AESGCM(RFC7714_KEY).encrypt(iv, b"", packet + eidx)
     assert gcm.unprotect_rtcp_packet(packet + tag + eidx) == packet
 
