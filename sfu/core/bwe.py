@@ -104,7 +104,7 @@ class _Trendline:
         self.accumulated_ms = 0.0
         self.smoothed_ms = 0.0
         self.first_arrival: float | None = None
-        self.window: deque[tuple[float, float]] = deque(maxlen=TRENDLINE_WINDOW)
+        self.window = _SlopeWindow(TRENDLINE_WINDOW)
         self.deltas = 0
         self.trend = 0.0
         self.threshold_ms = THRESHOLD_INITIAL_MS
@@ -146,9 +146,10 @@ class _Trendline:
         self.smoothed_ms = TRENDLINE_SMOOTHING * self.smoothed_ms + (1 - TRENDLINE_SMOOTHING) * self.accumulated_ms
         if self.first_arrival is None:
             self.first_arrival = arrival
-        self.window.append(((arrival - self.first_arrival) * 1000.0, self.smoothed_ms))
-        if len(self.window) == TRENDLINE_WINDOW:
-            self.trend = _slope(self.window) or self.trend
+        window = self.window
+        window.append((arrival - self.first_arrival) * 1000.0, self.smoothed_ms)
+        if window.n == TRENDLINE_WINDOW:
+            self.trend = window.slope() or self.trend
         self._detect(send_delta_ms, now)
 
     def _detect(self, send_delta_ms: float, now: float) -> None:
@@ -201,6 +202,86 @@ def _slope(points: deque[tuple[float, float]]) -> float | None:
         num += dx * (y - mean_y)
         den += dx * dx
     return num / den if den else None
+
+
+class _SlopeWindow:
+    """The last `size` points (x, y) and their least-squares slope in O(1) per point (what
+    `_slope` computes by rescanning): running sums of x, y, xy, xx updated as a point enters and
+    the oldest leaves. Coordinates are kept relative to an origin (a point of the window) so the
+    sums stay small and `n*Sxx - Sx*Sx` does not cancel; the origin moves to the oldest point and
+    the sums are rebuilt exactly every `size` points, which also bounds rounding drift."""
+
+    __slots__ = ("size", "points", "n", "x0", "y0", "sx", "sy", "sxy", "sxx", "_since_rebuild")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.points: deque[tuple[float, float]] = deque()  # relative to (x0, y0)
+        self.n = 0
+        self.x0 = self.y0 = 0.0
+        self.sx = self.sy = self.sxy = self.sxx = 0.0
+        self._since_rebuild = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        x0, y0 = self.x0, self.y0
+        return ((x + x0, y + y0) for x, y in self.points)
+
+    def append(self, x: float, y: float) -> None:
+        points = self.points
+        if not points:
+            self.x0, self.y0 = x, y
+        x -= self.x0
+        y -= self.y0
+        points.append((x, y))
+        self.sx += x
+        self.sy += y
+        self.sxy += x * y
+        self.sxx += x * x
+        if self.n == self.size:
+            ox, oy = points.popleft()
+            self.sx -= ox
+            self.sy -= oy
+            self.sxy -= ox * oy
+            self.sxx -= ox * ox
+        else:
+            self.n += 1
+        self._since_rebuild += 1
+        if self._since_rebuild >= self.size:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Recentre on the oldest point and recompute the sums exactly."""
+        self._since_rebuild = 0
+        dx, dy = self.points[0]
+        self.x0 += dx
+        self.y0 += dy
+        sx = sy = sxy = sxx = 0.0
+        moved = deque()
+        for x, y in self.points:
+            x -= dx
+            y -= dy
+            moved.append((x, y))
+            sx += x
+            sy += y
+            sxy += x * y
+            sxx += x * x
+        self.points = moved
+        self.sx, self.sy, self.sxy, self.sxx = sx, sy, sxy, sxx
+
+    def slope(self) -> float | None:
+        """As `_slope(points)`: None when all x are equal (or the window is empty)."""
+        n = self.n
+        if not n:
+            return None
+        sx = self.sx
+        sxx = self.sxx
+        den = n * sxx - sx * sx
+        if den <= 1e-12 * n * sxx:  # all x equal, up to rounding of the running sums
+            return None
+        num = n * self.sxy - sx * self.sy
+        return num / den
 
 
 class _Extreme:

@@ -107,6 +107,7 @@ class SimulcastControl:
         self.meters: dict[int, LayerMeter] = {}  # id(InStream) -> meter
         self.next_feedback = 0.0
         self.switches = 0
+        self._tick_options: dict[int, tuple[Track, list[LayerOption]]] | None = None  # id(track): during tick()
 
     @property
     def active(self) -> bool:
@@ -221,8 +222,14 @@ class SimulcastControl:
                     live.add(id(layer.stream))
         for key in [k for k in self.meters if k not in live]:
             del self.meters[key]
-        for viewer in list(self.viewers.values()):
-            self._decide(viewer, now)
+        # every viewer of a track sees the same ranking this tick (the meters were just sampled):
+        # build it once per track, not once per viewer
+        self._tick_options = {}
+        try:
+            for viewer in list(self.viewers.values()):
+                self._decide(viewer, now)
+        finally:
+            self._tick_options = None
 
     # -- publishers ------------------------------------------------------------------------------
 
@@ -285,7 +292,14 @@ class SimulcastControl:
         if viewer.control.limit.paused:
             viewer.target_rid = None
             return
-        ranked = self.options(track, now)
+        cache = self._tick_options
+        cached = cache.get(id(track)) if cache is not None else None
+        if cached is not None and cached[0] is track:
+            ranked = cached[1]
+        else:
+            ranked = self.options(track, now)
+            if cache is not None:
+                cache[id(track)] = (track, ranked)
         control = viewer.control
         control.allocator.current = id(sub.pending_layer or sub.layer) if (sub.pending_layer or sub.layer) else None
         decision = control.decide(now, ranked, audio, sent)

@@ -21,9 +21,12 @@ async def _run(server, stream: str, publisher_drop: float = 0.0, viewer_drop: fl
     viewer = PacketViewer(server.whep_url(stream), drop_rate=viewer_drop, drop_seed=3, rtx=rtx)
     try:
         await viewer.start()
-        await asyncio.sleep(RUN_S)
+        await asyncio.sleep(RUN_S)  # the observation window (a measured interval, not a wait)
+        # Stop losing, keep the publisher up so NACKs for the last losses can still be answered,
+        # and wait (with a deadline) until every gap is repaired before tearing down.
+        publisher.drop_rate = viewer.drop_rate = 0.0
+        await viewer.wait_for(lambda: viewer.stats["video"]["lost"] == 0, 10.0)
         await publisher.stop()
-        await viewer.wait_for(lambda: viewer.stats["video"]["lost"] == 0, 2.0)  # repairs in flight land
         return publisher, viewer, server.stats()
     finally:
         await viewer.stop()
