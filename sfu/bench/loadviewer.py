@@ -28,7 +28,7 @@ from typing import Any
 from sfu.bench import hist
 from sfu.testing import PacketViewer, media
 from sfu.testing._client import _SocketProtocol
-from sfu.testing.viewer import MAX_TRACKED_GAP, NACK_REORDER_WAIT_S, _find_extension
+from sfu.testing.viewer import NACK_REORDER_WAIT_S, _find_extension
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
 RECV_BUFFER_BYTES = 1 << 20  # per viewer socket: a keyframe burst while the process is busy
@@ -193,11 +193,9 @@ class LoadViewer(PacketViewer):
         fresh = ext > highest
         if fresh:
             if ext > highest + 1:
-                stream.gaps += ext - highest - 1
                 assert self._loop is not None
                 due = self._loop.time() + NACK_REORDER_WAIT_S
-                for lost in range(max(highest + 1, ext - MAX_TRACKED_GAP), ext):
-                    stream.missing[lost] = [due, 0]
+                stream.open_gap(highest, ext, due)
                 self._arm(due)
             stream.highest = ext
             # RFC 3550 A.8 interarrival jitter
@@ -208,14 +206,7 @@ class LoadViewer(PacketViewer):
                 stream.jitter += ((d if d >= 0 else -d) - stream.jitter) / 16.0
             stream.last_transit = transit
         else:
-            entry = stream.missing.pop(ext, None)
-            stream.out_of_order += 1
-            if entry is not None:
-                stream.recovered += 1
-                if entry[1]:
-                    stream.repaired += 1
-            else:
-                stream.late += 1  # late or duplicate: not told apart here
+            stream.arrived_late(ext)  # late or duplicate: not told apart here (no seen ring)
         stream.received += 1
         stream.bytes += len(data)
         if not fresh:

@@ -106,6 +106,23 @@ class _RecvStream:
         self.first_keyframe_at: float | None = None
         self.packets_before_keyframe = 0  # media packets that arrived before the first keyframe
 
+    def open_gap(self, highest: int, ext: int, due: float) -> None:
+        """`ext` arrived after `highest`: the numbers between are missing, NACK-able from `due`."""
+        self.gaps += ext - highest - 1
+        for lost in range(max(highest + 1, ext - MAX_TRACKED_GAP), ext):
+            self.missing[lost] = [due, 0]
+
+    def arrived_late(self, ext: int) -> None:
+        """`ext` arrived below the highest number: a repair, a reordering, or a late duplicate."""
+        entry = self.missing.pop(ext, None)
+        self.out_of_order += 1
+        if entry is not None:
+            self.recovered += 1
+            if entry[1]:
+                self.repaired += 1
+        else:
+            self.late += 1
+
 
 class PacketViewer(_Client):
     """WHEP viewer that counts what it receives; `stats` and `socket_stats` are the oracle."""
@@ -296,25 +313,15 @@ class PacketViewer(_Client):
         fresh = ext > highest
         if fresh:
             if highest >= 0 and ext > highest + 1:
-                missing_count = ext - highest - 1
-                stream.gaps += missing_count
                 due = now + NACK_REORDER_WAIT_S
-                for lost in range(max(highest + 1, ext - MAX_TRACKED_GAP), ext):
-                    stream.missing[lost] = [due, 0]
+                stream.open_gap(highest, ext, due)
                 self._arm(due)
             stream.highest = ext
         elif stream.seen[slot] == ext:
             stream.duplicates += 1
             return
         else:
-            entry = stream.missing.pop(ext, None)
-            stream.out_of_order += 1
-            if entry is not None:
-                stream.recovered += 1
-                if entry[1]:
-                    stream.repaired += 1
-            else:
-                stream.late += 1
+            stream.arrived_late(ext)
         stream.seen[slot] = ext
         stream.received += 1
         if end <= offset:
