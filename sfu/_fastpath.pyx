@@ -24,7 +24,7 @@ Drops are counted by reason in `Router.drops` / per object counters; Python expo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EINTR, EINVAL, EIO, ENOPROTOOPT, errno
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -56,6 +56,13 @@ cdef extern from "<sys/socket.h>" nogil:
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    size_t CMSG_SPACE(size_t length)
+    size_t CMSG_LEN(size_t length)
     int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
     int AF_INET
@@ -88,7 +95,13 @@ cdef extern from "<arpa/inet.h>" nogil:
 # Constants
 # ---------------------------------------------------------------------------------------------
 
-DEF BATCH = 64                 # datagrams per recvmmsg / sendmmsg call
+DEF BATCH = 64                 # datagrams per recvmmsg call
+DEF SEND_BATCH = 256           # outgoing datagrams queued before a sendmmsg
+DEF GSO_MAX_SEGMENTS = 64      # UDP_MAX_SEGMENTS of older kernels
+DEF GSO_MAX_BYTES = 60000      # one GSO send stays below the 64 KiB UDP datagram limit
+DEF GSO_CTRL = 32              # bytes of control buffer per GSO message (CMSG_SPACE(2) is 24)
+DEF SOL_UDP_ = 17
+DEF UDP_SEGMENT_ = 103         # linux/udp.h: segment size for a GSO send (Linux >= 4.18)
 DEF MAX_DGRAM = 1500           # receive buffer per datagram (larger datagrams are truncated: dropped)
 DEF OUT_CAPACITY = 1536        # per outgoing datagram buffer (room for SRTP tag and added extensions)
 DEF MAX_READ_PER_WAKEUP = 512  # fairness: return to the event loop after this many datagrams
@@ -196,6 +209,15 @@ cdef struct RtpView:
     uint32_t ts
     uint32_t ssrc
 
+
+cdef struct FanItem:
+    PyObject *st                             # the InStream (borrowed: no Python runs meanwhile)
+    uint8_t *p                               # the plaintext packet in the receive buffer
+    int n
+    RtpView v
+    int64_t ext_seq
+    int64_t ext_ts
+    int key
 
 cdef inline int parse_rtp(const uint8_t *p, int n, RtpView *v) noexcept nogil:
     """RFC 3550 §5.1 header view. Returns 0 or -1 when malformed."""
@@ -870,12 +892,21 @@ cdef class Router:
     cdef iovec riov[BATCH]
     cdef sockaddr_storage raddrs[BATCH]
     cdef uint8_t *rbuf
-    # send batch
-    cdef mmsghdr smsgs[BATCH]
-    cdef iovec siov[BATCH]
-    cdef sockaddr_storage saddrs[BATCH]
+    # media packets of the current receive batch, fanned out stream by stream (_fan_out_batch)
+    cdef FanItem fan[BATCH]
+    cdef int nfan
+    # send batch: one datagram per slot; flush() coalesces runs to one viewer into GSO sends
+    cdef mmsghdr smsgs[SEND_BATCH]
+    cdef iovec siov[SEND_BATCH]
+    cdef sockaddr_storage saddrs[SEND_BATCH]
     cdef uint8_t *sbuf
     cdef int npending
+    cdef mmsghdr gmsgs[SEND_BATCH]
+    cdef int gfirst[SEND_BATCH]
+    cdef int gcount[SEND_BATCH]
+    cdef uint8_t *gctrl
+    cdef public bint gso                     # coalesce equal-size datagrams to one address (UDP GSO)
+    cdef public uint64_t gso_sends, gso_segments, gso_failures
     cdef uint64_t drops[N_DROPS]
     cdef public uint64_t datagrams_in, datagrams_out, bytes_in, bytes_out, send_calls, wakeups
     cdef public uint64_t forwarded, injected
@@ -887,23 +918,27 @@ cdef class Router:
 
     def __cinit__(self):
         self.rbuf = <uint8_t *>calloc(BATCH, MAX_DGRAM)
-        self.sbuf = <uint8_t *>calloc(BATCH, OUT_CAPACITY)
+        self.sbuf = <uint8_t *>calloc(SEND_BATCH, OUT_CAPACITY)
+        self.gctrl = <uint8_t *>calloc(SEND_BATCH, GSO_CTRL)
         self.cap = ADDR_TABLE_MIN
         self.keys = <AddrKey *>calloc(self.cap, sizeof(AddrKey))
         self.values = <PyObject **>calloc(self.cap, sizeof(PyObject *))
-        if self.rbuf == NULL or self.sbuf == NULL or self.keys == NULL or self.values == NULL:
+        if (self.rbuf == NULL or self.sbuf == NULL or self.gctrl == NULL or self.keys == NULL
+                or self.values == NULL):
             raise MemoryError()
 
     def __dealloc__(self):
         free(self.rbuf)
         free(self.sbuf)
+        free(self.gctrl)
         free(self.keys)
         free(self.values)
 
-    def __init__(self, int fd, int family):
+    def __init__(self, int fd, int family, bint gso=True):
         cdef int i
         self.fd = fd
         self.family = family
+        self.gso = gso
         self.endpoints_by_key = {}
         self.npending = 0
         memset(self.drops, 0, sizeof(self.drops))
@@ -915,6 +950,8 @@ cdef class Router:
             self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
             self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
+        for i in range(SEND_BATCH):
+            memset(&self.gmsgs[i], 0, sizeof(mmsghdr))
             self.siov[i].iov_base = self.sbuf + i * OUT_CAPACITY
             memset(&self.smsgs[i], 0, sizeof(mmsghdr))
             self.smsgs[i].msg_hdr.msg_name = &self.saddrs[i]
@@ -1131,6 +1168,8 @@ cdef class Router:
                         slow = self._receive_rtp(ep, p, n, slow)
                 else:
                     self.drops[D_UNKNOWN_FIRST_BYTE] += 1
+            if self.nfan:
+                self._fan_out_batch()   # before the next recvmmsg reuses the receive buffers
             if got < BATCH:
                 break
         self.flush()
@@ -1190,6 +1229,7 @@ cdef class Router:
         self.now = now
         self.injected += 1
         self._process(st, buf, n, &v)
+        self._fan_out_batch()   # `buf` lives on this stack frame
         self.flush()
         return True
 
@@ -1198,6 +1238,7 @@ cdef class Router:
         cdef InStream media = st
         cdef int64_t ext_seq, ext_ts
         cdef int key
+        cdef FanItem *item
         cdef uint16_t osn
         cdef double transit, d
         if st.media is not None:
@@ -1262,25 +1303,61 @@ cdef class Router:
                 sniff_layer_info(&media.info, p + v.payload_off, v.payload_len, media.codec)
             if media.kfc != NULL:
                 kfcache_add(media.kfc, p, n, ext_seq, ext_ts, key, self.now)
-        self._fan_out(media, p, n, v, ext_seq, ext_ts, key)
+        if not media.outs:
+            return
+        # Fanned out with the rest of the receive batch (_fan_out_batch): borrowed references
+        # and pointers into the receive buffer, valid until the batch is fanned out.
+        if self.nfan >= BATCH:
+            self._fan_out_batch()
+        item = &self.fan[self.nfan]
+        item.st = <PyObject *>media
+        item.p = p
+        item.n = n
+        item.v = v[0]
+        item.ext_seq = ext_seq
+        item.ext_ts = ext_ts
+        item.key = key
+        self.nfan += 1
 
-    cdef void _fan_out(self, InStream st, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
-                       int64_t ext_ts, int key):
-        cdef Py_ssize_t i, count = PyList_GET_SIZE(st.outs)
+    cdef void _fan_out_batch(self):
+        """Forward the batch's media stream by stream and, within a stream, subscriber by
+        subscriber: each viewer's packets of the batch leave back to back (in arrival order), so
+        `flush` can hand a frame's equal-size packets to the kernel as one GSO send."""
+        cdef int i, j, m, count_items = self.nfan
+        cdef int idx[BATCH]
+        cdef Py_ssize_t k, count
+        cdef InStream st
         cdef OutTrack o
+        cdef FanItem *it
         cdef int gate
-        self.fwd_src = <void *>st
-        for i in range(count):
-            o = <OutTrack>PyList_GET_ITEM(st.outs, i)
-            if o.lr.current != NULL or o.lr.pending != NULL:
-                gate = layer_gate(&o.lr, <void *>st, key)
-                if gate == 0:
-                    continue
-                if gate == 2:   # the target layer's keyframe: switch here, re-based
-                    o.rebase = True
-                    o.need_keyframe = o.video
-                    o.lr.pic_rebase = True
-            self._forward_one(o, p, n, v, ext_seq, ext_ts, key)
+        cdef uint8_t done[BATCH]
+        memset(done, 0, sizeof(done))
+        self.nfan = 0
+        for i in range(count_items):
+            if done[i]:
+                continue
+            st = <InStream>self.fan[i].st
+            m = 0
+            for j in range(i, count_items):
+                if not done[j] and self.fan[j].st == self.fan[i].st:
+                    done[j] = 1
+                    idx[m] = j
+                    m += 1
+            self.fwd_src = <void *>st
+            count = PyList_GET_SIZE(st.outs)
+            for k in range(count):
+                o = <OutTrack>PyList_GET_ITEM(st.outs, k)
+                for j in range(m):
+                    it = &self.fan[idx[j]]
+                    if o.lr.current != NULL or o.lr.pending != NULL:
+                        gate = layer_gate(&o.lr, <void *>st, it.key)
+                        if gate == 0:
+                            continue
+                        if gate == 2:   # the target layer's keyframe: switch here, re-based
+                            o.rebase = True
+                            o.need_keyframe = o.video
+                            o.lr.pic_rebase = True
+                    self._forward_one(o, it.p, it.n, &it.v, it.ext_seq, it.ext_ts, it.key)
 
     cdef void _forward_one(self, OutTrack o, const uint8_t *p, int n, RtpView *v, int64_t ext_seq,
                            int64_t ext_ts, int key):
@@ -1319,7 +1396,7 @@ cdef class Router:
         elif ext_seq < <int64_t>o.start_in_seq:
             o.odrops[O_BEFORE_START] += 1
             return
-        if self.npending >= BATCH:
+        if self.npending >= SEND_BATCH:
             self.flush()
         q = self.sbuf + self.npending * OUT_CAPACITY
         out_seq = ext_seq + o.seq_offset
@@ -1454,8 +1531,15 @@ cdef class Router:
             emit_padding(self, o, ep, ext_seq)
 
     cpdef int flush(self):
-        """Send every queued datagram (one sendmmsg per up to BATCH)."""
-        cdef int sent, start = 0, rc
+        """Send every queued datagram: one sendmmsg per up to SEND_BATCH messages, where a run of
+        datagrams to one address, all of one size but the last (shorter or equal), is a single
+        UDP GSO message (UDP_SEGMENT; the kernel splits it). When the kernel refuses GSO on this
+        path (EIO/EINVAL: no checksum offload, old kernel), GSO is turned off and counted."""
+        cdef int sent, start = 0, rc, ng = 0, i, j, seg, namelen
+        cdef size_t total
+        cdef msghdr *h
+        cdef cmsghdr *cm
+        cdef int err
         if self.captured is not None:
             for sent in range(self.npending):
                 self.captured.append(PyBytes_FromStringAndSize(<char *>(self.sbuf + sent * OUT_CAPACITY),
@@ -1463,22 +1547,85 @@ cdef class Router:
             self.datagrams_out += self.npending
             self.npending = 0
             return 0
-        while start < self.npending:
-            rc = sendmmsg(self.fd, &self.smsgs[start], self.npending - start, 0)
+        i = 0
+        while i < self.npending:
+            seg = <int>self.siov[i].iov_len
+            namelen = self.smsgs[i].msg_hdr.msg_namelen
+            j = i + 1
+            if self.gso:
+                total = seg
+                while (j < self.npending and j - i < GSO_MAX_SEGMENTS and <int>self.siov[j].iov_len <= seg
+                       and total + self.siov[j].iov_len <= GSO_MAX_BYTES
+                       and <int>self.smsgs[j].msg_hdr.msg_namelen == namelen
+                       and memcmp(&self.saddrs[j], &self.saddrs[i], namelen) == 0):
+                    total += self.siov[j].iov_len
+                    j += 1
+                    if <int>self.siov[j - 1].iov_len < seg:
+                        break   # only the last segment may be shorter
+            h = &self.gmsgs[ng].msg_hdr
+            h.msg_name = &self.saddrs[i]
+            h.msg_namelen = namelen
+            h.msg_iov = &self.siov[i]
+            h.msg_iovlen = j - i
+            if j - i > 1:
+                cm = <cmsghdr *>(self.gctrl + ng * GSO_CTRL)
+                cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+                cm.cmsg_level = SOL_UDP_
+                cm.cmsg_type = UDP_SEGMENT_
+                (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>seg
+                h.msg_control = cm
+                h.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+            else:
+                h.msg_control = NULL
+                h.msg_controllen = 0
+            self.gfirst[ng] = i
+            self.gcount[ng] = j - i
+            ng += 1
+            i = j
+        while start < ng:
+            rc = sendmmsg(self.fd, &self.gmsgs[start], ng - start, 0)
+            self.send_calls += 1
+            if rc < 0:
+                err = errno
+                if err == EINTR:
+                    continue
+                if self.gcount[start] > 1 and (err == EIO or err == EINVAL or err == ENOPROTOOPT):
+                    # no GSO on this path: from now on one datagram per message; this run too
+                    self.gso = False
+                    self.gso_failures += 1
+                    self._send_plain(self.gfirst[start], self.npending - self.gfirst[start])
+                    break
+                # EAGAIN / ENOBUFS / unreachable: the first message failed; drop it, counted.
+                self.drops[D_SEND_FAILED] += self.gcount[start]
+                start += 1
+                continue
+            for sent in range(start, start + rc):
+                self.bytes_out += self.gmsgs[sent].msg_len
+                self.datagrams_out += self.gcount[sent]
+                if self.gcount[sent] > 1:
+                    self.gso_sends += 1
+                    self.gso_segments += self.gcount[sent]
+            start += rc
+        sent = self.npending
+        self.npending = 0
+        return sent
+
+    cdef void _send_plain(self, int first, int count):
+        """Send queued datagrams first..first+count-1 one per message (the GSO fallback)."""
+        cdef int start = first, end = first + count, rc, i
+        while start < end:
+            rc = sendmmsg(self.fd, &self.smsgs[start], end - start, 0)
             self.send_calls += 1
             if rc < 0:
                 if errno == EINTR:
                     continue
-                # EAGAIN / ENOBUFS / unreachable: the first datagram failed; drop it, counted.
                 self.drops[D_SEND_FAILED] += 1
                 start += 1
                 continue
-            for sent in range(start, start + rc):
-                self.bytes_out += self.smsgs[sent].msg_len
+            for i in range(start, start + rc):
+                self.bytes_out += self.smsgs[i].msg_len
             self.datagrams_out += rc
             start += rc
-        self.npending = 0
-        return start
 
 
 def sniff_keyframe_py(bytes payload, int codec) -> bool:

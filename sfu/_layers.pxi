@@ -265,7 +265,7 @@ cdef void emit_padding(Router r, OutTrack o, Endpoint ep, int64_t ext_seq) noexc
     cdef int64_t out_seq
     cdef int64_t tw_seq
     while o.lr.pad_budget > 0:
-        if r.npending >= BATCH:
+        if r.npending >= SEND_BATCH:
             r.flush()
         q = r.sbuf + r.npending * OUT_CAPACITY
         out_seq = <int64_t>o.last_out_seq + 1

@@ -506,7 +506,7 @@ cdef object _repair_resend(Router r, OutTrack o, object seqs, double now):
             # sent (or resent) less than an RTT ago: this NACK cannot have seen it missing
             o.rcount[X_RECENT] += 1
             continue
-        if r.npending >= BATCH:
+        if r.npending >= SEND_BATCH:
             r.flush()
         q = r.sbuf + r.npending * OUT_CAPACITY
         if need_rec:

@@ -54,7 +54,7 @@ class Server:
         if created:
             log.info("generated a token secret in %s", config.token_secret_file)
         sock = open_media_socket(config.udp_host, config.udp_port, config.udp_ipv6)
-        self.media = MediaPort(sock, loop)
+        self.media = MediaPort(sock, loop, gso=config.udp_gso)
         self.advertised_addresses = list(config.public_ips) or discover_addresses(
             sock.family == __import__("socket").AF_INET6, config.include_loopback
         )

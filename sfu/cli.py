@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="do not start new viewers from the last keyframe (they wait for the publisher's next one)",
     )
+    serve.add_argument(
+        "--no-gso",
+        dest="udp_gso",
+        action="store_false",
+        default=None,
+        help="send every media packet as its own datagram (no UDP GSO; it is also turned off by "
+        "itself when the kernel refuses it)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
     serve.set_defaults(func=_cmd_serve)
 
@@ -187,6 +195,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "viewer_token_required": args.viewer_token_required,
         "max_sessions": args.max_sessions,
         "keyframe_cache": args.keyframe_cache,
+        "udp_gso": args.udp_gso,
         "log_level": args.log_level,
     }
     config = load_config(args.config, os.environ, overrides)

@@ -61,6 +61,7 @@ class Config:
     log_level: str = "info"
     cert_lifetime_days: int = 365
     keyframe_cache: bool = True  # start new viewers from each layer's last keyframe (off: wait for one)
+    udp_gso: bool = True  # send runs of equal-size packets to one viewer as one UDP GSO send (Linux)
 
     @classmethod
     def for_tests(cls) -> Config:

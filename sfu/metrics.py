@@ -29,6 +29,14 @@ class ServerCollector:
         volume.add_metric(["in"], router.bytes_in)
         volume.add_metric(["out"], router.bytes_out)
         yield volume
+        gso = CounterMetricFamily(
+            "sfu_udp_gso", "UDP GSO on the media port: sends that carried several datagrams, the datagrams "
+            "they carried, and refusals by the kernel (after one, GSO is off)", labels=["event"],
+        )
+        gso.add_metric(["sends"], router.gso_sends)
+        gso.add_metric(["segments"], router.gso_segments)
+        gso.add_metric(["refused"], router.gso_failures)
+        yield gso
         forwarded = CounterMetricFamily("sfu_rtp_forwarded_packets", "RTP packets forwarded to viewers")
         forwarded.add_metric([], router.forwarded)
         yield forwarded

@@ -64,6 +64,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     media.add_argument("--bitrate", type=int, default=2_500_000, metavar="BPS", help="top layer (default 2.5M)")
     media.add_argument("--fps", type=float, default=30.0)
     media.add_argument("--keyframe-interval", type=float, default=2.0, metavar="S")
+    media.add_argument("--pacing", type=float, default=0.0, metavar="F",
+                       help="pace video at F x its bitrate in 5 ms bursts, as a browser does (2.5); "
+                       "default 0: each frame's packets back to back")
     media.add_argument("--simulcast", metavar="RIDS", default="",
                        help="comma-separated rids, e.g. q,h,f (low to high) or 0,1,2 (OBS)")
     media.add_argument("--no-audio", action="store_true")
@@ -83,6 +86,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         publishers=args.publishers, stream=args.stream,
         video_codec=None if args.codec == "none" else args.codec, bitrate=args.bitrate, fps=args.fps,
         keyframe_interval=args.keyframe_interval,
+        pacing=args.pacing,
         simulcast=[r for r in args.simulcast.split(",") if r], audio=not args.no_audio, srtp=args.srtp,
         decrypt_every=args.decrypt_every, procs=args.procs, nack=not args.no_nack, twcc=not args.no_twcc,
         join_deadline=args.join_deadline, connect_timeout=args.connect_timeout,

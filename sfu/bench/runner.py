@@ -57,6 +57,7 @@ class BenchOptions:
     bitrate: int = 2_500_000
     fps: float = 30.0
     keyframe_interval: float = 2.0
+    pacing: float = 0.0  # publisher pacing factor (0: frames leave back to back)
     simulcast: list[str] = field(default_factory=list)
     audio: bool = True
     srtp: str = "both"
@@ -79,6 +80,8 @@ class BenchOptions:
             raise ValueError(f"--ramp must be 0..{MAX_RAMP_S:.0f} s")
         if not 0 <= self.procs <= MAX_PROCS:
             raise ValueError(f"--procs must be 0..{MAX_PROCS}")
+        if not 0 <= self.pacing <= 10:
+            raise ValueError("--pacing must be 0 (off) .. 10")
         if self.srtp not in SRTP_CHOICES:
             raise ValueError(f"--srtp must be one of {', '.join(SRTP_CHOICES)}")
         if self.spawn == bool(self.whip or self.whep):
@@ -199,7 +202,7 @@ async def run_bench(
             publishers.append(BenchPublisher(
                 whip(i), pub_token, video_codec=opts.video_codec, audio=opts.audio, bitrate=opts.bitrate,
                 fps=opts.fps, keyframe_interval=opts.keyframe_interval, simulcast_rids=opts.simulcast,
-                local_addr=opts.local_addr, connect_timeout=opts.connect_timeout,
+                local_addr=opts.local_addr, connect_timeout=opts.connect_timeout, pacing=opts.pacing,
             ))
         await asyncio.gather(*(p.start() for p in publishers))
         await asyncio.sleep(PUBLISH_WARMUP_S)

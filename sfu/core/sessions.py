@@ -63,6 +63,10 @@ class Session:
     closed: bool = False
 
 
+def _no_media_poll() -> None:
+    """The default `SessionManager.media_poll`: no shell, nothing to forward."""
+
+
 class SessionManager:
     """Implements `SessionApi` over sans-IO peers, streams and the fast-path router."""
 
@@ -98,6 +102,9 @@ class SessionManager:
         self._live_waiters: dict[str, asyncio.Event] = {}
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.on_wakeup: Callable[[], None] | None = None
+        # called between sessions in the timer sweeps: the shell forwards waiting media there
+        # (sfu.io.udp.MediaPort.poll_media), so a sweep over many sessions never holds media back
+        self.media_poll: Callable[[], None] = _no_media_poll
 
     # ------------------------------------------------------------------------------------------
     # Signalling (SessionApi)
@@ -343,6 +350,10 @@ class SessionManager:
                 "datagrams_out": self.router.datagrams_out,
                 "forwarded": self.router.forwarded,
                 "send_calls": self.router.send_calls,
+                "gso": self.router.gso,
+                "gso_sends": self.router.gso_sends,
+                "gso_segments": self.router.gso_segments,
+                "gso_failures": self.router.gso_failures,
                 "wakeups": self.router.wakeups,
                 "drops": self.router.drop_counts,
             },
@@ -578,6 +589,7 @@ class SessionManager:
         for session in list(self.sessions.values()):
             if session.closed or session.peer.srtp_profile is None:
                 continue
+            self.media_poll()
             session.peer.poll_activity(now)
             if session.kind == "whip":
                 blocks = []
@@ -659,6 +671,7 @@ class SessionManager:
             if deadline <= now:
                 session.peer.handle_timer(now)
                 self._after_peer(session, now)  # re-schedules
+                self.media_poll()
             else:
                 heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
         self.repair.poll(now)  # NACKs towards publishers that are due

@@ -3,6 +3,12 @@
 No protocol decisions here (DESIGN.md "io/"): the fast-path `Router` drains and forwards; the rare
 datagrams it hands back go to the session manager, whose outputs this shell sends; the manager's
 single `next_deadline()` is the one timer armed on the loop.
+
+Media first: Python work (the datagrams the router hands back, the manager's timer sweeps over
+every session) never holds forwarded media back for more than `MEDIA_POLL_BUDGET_S`. After that much
+Python time the socket is drained again (`poll_media`): media is forwarded at once and the new
+control datagrams join the queue behind the ones already waiting. The manager calls `poll_media`
+between sessions in its sweeps (`SessionManager.media_poll`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import Counter
+import time
+from collections import Counter, deque
 
 from .. import _fastpath
 from ..core.sessions import SessionManager
@@ -18,6 +25,7 @@ from ..core.sessions import SessionManager
 log = logging.getLogger("sfu.udp")
 
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024  # absorb bursts (keyframes times viewers) between wake-ups
+MEDIA_POLL_BUDGET_S = 0.0002  # Python work between two drains of the socket, at most (about)
 
 
 def open_media_socket(host: str, port: int, ipv6: bool) -> socket.socket:
@@ -48,18 +56,23 @@ def open_media_socket(host: str, port: int, ipv6: bool) -> socket.socket:
 class MediaPort:
     """Glue between the socket, the fast-path router and the session manager."""
 
-    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, gso: bool = True) -> None:
         self.sock = sock
         self.loop = loop
-        self.router = _fastpath.Router(sock.fileno(), sock.family)
+        self.router = _fastpath.Router(sock.fileno(), sock.family, gso)
         self.manager: SessionManager | None = None
         self.send_errors: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._slow: deque[tuple] = deque()  # datagrams for the manager, oldest first
+        self._drained_at = 0.0  # perf_counter() of the last drain
+        self._handling = False  # inside _handle_slow (drains then only queue)
+        self.media_polls = 0  # drains made in the middle of Python work
 
     def start(self, manager: SessionManager) -> None:
         self.manager = manager
         manager.on_wakeup = self.arm_timer
+        manager.media_poll = self.poll_media
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
         self.arm_timer()
 
@@ -74,15 +87,39 @@ class MediaPort:
         self.flush()
         self.sock.close()
 
-    def _on_readable(self) -> None:
-        manager = self.manager
-        now = self.loop.time()
-        slow = self.router.on_readable(now)
+    def _drain(self) -> None:
+        """Forward the media waiting in the socket; queue what the manager must handle."""
+        slow = self.router.on_readable(self.loop.time())
+        self._drained_at = time.perf_counter()
         if slow:
-            for kind, endpoint, data, addr in slow:
-                manager.handle_datagram(kind, endpoint, data, addr, now)
-            self.flush()
-            self.arm_timer()
+            self._slow.extend(slow)
+
+    def poll_media(self) -> None:
+        """Called between units of Python work: drain the socket if the budget is spent."""
+        if time.perf_counter() - self._drained_at >= MEDIA_POLL_BUDGET_S:
+            self.media_polls += 1
+            self._drain()
+
+    def _on_readable(self) -> None:
+        self._drain()
+        if self._slow:
+            self._handle_slow()
+
+    def _handle_slow(self) -> None:
+        if self._handling:
+            return
+        self._handling = True
+        manager = self.manager
+        queue = self._slow
+        try:
+            while queue:
+                kind, endpoint, data, addr = queue.popleft()
+                manager.handle_datagram(kind, endpoint, data, addr, self.loop.time())
+                self.poll_media()
+        finally:
+            self._handling = False
+        self.flush()
+        self.arm_timer()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -91,8 +128,11 @@ class MediaPort:
             self.manager.handle_timer(self.loop.time())
         except Exception:
             log.exception("error in the session manager's timer")
-        self.flush()
-        self.arm_timer()
+        if self._slow:
+            self._handle_slow()  # flushes and re-arms
+        else:
+            self.flush()
+            self.arm_timer()
 
     def arm_timer(self) -> None:
         deadline = self.manager.next_deadline()

@@ -1,0 +1,116 @@
+"""MediaPort: Python work never holds media back longer than the poll budget.
+
+A fake router counts drains and hands back queued "control datagrams"; a fake manager spends a fake
+amount of time per datagram and per session in its timer sweep (the module's perf_counter is
+replaced by a fake clock): the port must drain the socket between work items once the budget is
+spent, and handle control datagrams in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from sfu.io import udp
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.drains = 0
+        self.batches: list[list[tuple]] = []  # what each drain returns, in order
+
+    def on_readable(self, now: float):
+        self.drains += 1
+        return self.batches.pop(0) if self.batches else None
+
+
+class FakeManager:
+    def __init__(self, clock: FakeClock, cost_s: float) -> None:
+        self.clock = clock
+        self.cost_s = cost_s
+        self.handled: list[bytes] = []
+        self.on_wakeup = None
+        self.media_poll = None
+        self.sessions = 5
+
+    def handle_datagram(self, kind, endpoint, data, addr, now) -> None:
+        self.clock.t += self.cost_s
+        self.handled.append(data)
+
+    def handle_timer(self, now: float) -> None:
+        for _ in range(self.sessions):  # one unit of work per session, as SessionManager's sweeps
+            self.clock.t += self.cost_s
+            self.media_poll()
+
+    def next_deadline(self) -> float:
+        return float("inf")
+
+    def take_datagrams(self) -> list:
+        return []
+
+
+@pytest.fixture
+def port(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(udp.time, "perf_counter", clock)
+    loop = asyncio.new_event_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    p = udp.MediaPort(sock, loop)
+    p.router = FakeRouter()
+    yield p, clock
+    sock.close()
+    loop.close()
+
+
+def _dgram(tag: str) -> tuple:
+    return ("rtcp", None, tag.encode(), None)
+
+
+def test_slow_datagrams_interleave_with_drains_in_order(port):
+    p, clock = port
+    manager = FakeManager(clock, cost_s=udp.MEDIA_POLL_BUDGET_S * 1.5)
+    p.manager = manager
+    manager.media_poll = p.poll_media
+    p.router.batches = [[_dgram("a"), _dgram("b"), _dgram("c")], [_dgram("d")], [], [], []]
+    p._on_readable()
+    # every item took more than the budget: a drain after each, and "d" (from the second drain)
+    # is handled after the three that were already waiting
+    assert manager.handled == [b"a", b"b", b"c", b"d"]
+    assert p.router.drains == 5
+    assert p.media_polls == 4
+
+
+def test_cheap_work_does_not_drain(port):
+    p, clock = port
+    manager = FakeManager(clock, cost_s=udp.MEDIA_POLL_BUDGET_S / 10)
+    p.manager = manager
+    manager.media_poll = p.poll_media
+    p.router.batches = [[_dgram(str(i)) for i in range(5)]]
+    p._on_readable()
+    assert len(manager.handled) == 5
+    assert p.router.drains == 1  # 5 x a tenth of the budget: no extra drain
+    assert p.media_polls == 0
+
+
+def test_timer_sweep_drains_between_sessions_and_handles_what_came(port):
+    p, clock = port
+    manager = FakeManager(clock, cost_s=udp.MEDIA_POLL_BUDGET_S * 2)
+    p.manager = manager
+    manager.media_poll = p.poll_media
+    p.router.batches = [[_dgram("x")]]  # arrives during the sweep
+    p._on_timer()
+    # one drain per session of the sweep, one more after "x" (handled once the sweep ended, not
+    # inside it) also spent the budget
+    assert manager.handled == [b"x"]
+    assert p.router.drains == manager.sessions + 1
