@@ -273,6 +273,22 @@ class FeedbackAggregator:
         """(summary of the compound's transport-cc packets or None, the other packets or None)."""
         ...
 
+class EstimatorWindows:
+    """Per-burst part of a viewer's send-side estimate (sfu/core/bwe_reference.py is its twin)."""
+
+    signal: int  # 0 normal, 1 overuse, 2 underuse
+    acked_bps: float
+    delivery_ratio: float
+    loss_fraction: float
+    trend: float
+    threshold_ms: float
+    bursts_held: tuple[int, int]
+    def add(
+        self, bursts: list[tuple[float, float, float, float, int, int]], continues: bool, matched: int, lost: int,
+        now: float,
+    ) -> bool: ...
+    def clear_probe(self) -> None: ...
+
 def record_sent(ep: Endpoint, now: float, size: int, flags: int = 0) -> int:
     """Log a send under the next transport-wide sequence number (tests, simulations)."""
     ...

@@ -365,6 +365,7 @@ include "_layers.pxi"   # simulcast switching, picture ids, send log, padding pr
 include "_repair.pxi"   # NACK/RTX on both legs, keyframe cache, RED (after the constants it uses)
 include "_resend.pxi"   # retransmissions to viewers: one store per layer, rewrite epochs per viewer
 include "_twcc.pxi"     # transport-cc feedback from viewers: parsed, matched, summarised per compound
+include "_estimator.pxi"  # per-viewer estimator windows (trendline, acked rate, delivery, loss) for bwe.py
 
 
 # ---------------------------------------------------------------------------------------------

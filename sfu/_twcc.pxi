@@ -316,3 +316,4 @@ def record_sent(Endpoint ep, double now, int size, int flags=0):
     ep.twcc_next += 1
     sendlog_record(ep.sendlog, seq, now, size, flags)
     return seq
+

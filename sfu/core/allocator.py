@@ -2,9 +2,15 @@
 
 Inputs (with `now`): `on_feedback_summary(summary, now)` (one RTCP compound's transport-cc
 feedback, summarised by the fast path; `on_feedback(results, now)` with per-packet records in
-tests), fed to the viewer's `SendSideBwe`, `decide(now, options, audio_bps, sent_bps)` a few times a second with
-the track's layers ranked low to high (see `sfu/core/layers.py`). Output: a `Decision` (the target
+tests), fed to the viewer's `SendSideBwe`, `decide(now, options, audio_bps, sent_bps)` with the
+track's layers ranked low to high (see `sfu/core/layers.py`). Output: a `Decision` (the target
 layer, or None for no video; padding bytes to send as a probe). Sans-IO.
+
+When to decide: every tick while anything is under way (a candidate confirming, a probe, a
+switch); once a decision is steady, `settled(now, needs)` says whether another one would change
+nothing (the estimate stays in the band where the current layer fits and the next does not, and
+no hold-off or probe time has come), so the caller can skip it until a feedback or new layer
+needs move the budget out of the band (see `Quiet`).
 
 Rules:
 - the manual limit (a layer's rid, a maximum height, paused) is a ceiling; the estimate may go
@@ -41,6 +47,7 @@ PROBE_GRACE_S = 1.0  # after a probe, its own queueing / loss does not count as 
 PROBE_INTERVAL_S = 3.0  # first probe back-off; doubled per failed probe
 PROBE_INTERVAL_MAX_S = 30.0
 MIN_LAYER_BPS = 30_000  # a layer's need is at least this (a just-started layer measures ~0)
+INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,19 @@ class Decision:
     padding_bytes: int = 0
     stop_padding: bool = False  # a probe was cut short: drop any padding budget left
     reason: str = ""
+
+
+@dataclass(slots=True)
+class Quiet:
+    """A steady decision that stays the same, for the same ranked layers, while
+    `needs[current] <= (estimate - audio_bps) * DOWNGRADE_MARGIN` and (when `following` is set)
+    `needs[following] > (estimate - audio_bps) * UPGRADE_MARGIN`, until `until` (the end of the
+    hold-off or the next probe time)."""
+
+    current: object
+    following: object | None
+    audio_bps: float
+    until: float
 
 
 @dataclass
@@ -192,6 +212,7 @@ class ViewerRateControl:
         self.last_reason = ""
         self.target_rid: str | None = None
         self.feedback_packets = 0
+        self.quiet: Quiet | None = None  # set by a steady decision (see `settled`)
 
     @property
     def limit(self) -> ManualLimit:
@@ -205,8 +226,25 @@ class ViewerRateControl:
         self.feedback_packets += summary.feedbacks
         self.bwe.on_feedback_summary(summary, now)
 
+    def settled(self, now: float, needs: dict[object, float]) -> bool:
+        """True when `decide(now, ...)` with the same ranked layers as the last one (`needs`: their
+        current `need_bps` by key) would return the same steady decision and change no state."""
+        quiet = self.quiet
+        if quiet is None or now >= quiet.until:
+            return False
+        budget = self.bwe.estimate_bps - quiet.audio_bps
+        need = needs.get(quiet.current)
+        if need is None or need > budget * DOWNGRADE_MARGIN:
+            return False
+        if quiet.following is not None:
+            following = needs.get(quiet.following)
+            if following is None or following <= budget * UPGRADE_MARGIN:
+                return False
+        return True
+
     def decide(self, now: float, ranked: list[LayerOption], audio_bps: float, sent_bps: float) -> Decision:
         """`audio_bps`: what this viewer's audio takes; `sent_bps`: all media sent to it now."""
+        self.quiet = None
         self.bwe.poll(now)
         alloc = self.allocator
         result = self.bwe.take_probe_result()
@@ -248,6 +286,11 @@ class ViewerRateControl:
                 self.probe_grace_until = self.probe_until + PROBE_GRACE_S
                 self.bwe.start_probe(total * 0.97, now, self.probe_until)
                 alloc.next_probe_at = now + PROBE_DURATION_S  # re-armed by the result
+        if reason == "steady" and self.probe_until is None and not stop and not self.bwe.probing and not self.bwe.has_probe_result:
+            if probe_for is None:  # the top allowed layer, or held off: nothing until the hold ends
+                self.quiet = Quiet(target, None, audio_bps, alloc.hold_until if now < alloc.hold_until else INF)
+            elif now < alloc.next_probe_at:  # else a probe could have started and did not: not quiet
+                self.quiet = Quiet(target, probe_for.key, audio_bps, alloc.next_probe_at)
         return Decision(target, padding, stop_padding=stop, reason=reason)
 
     def stats(self) -> dict[str, object]:

@@ -11,12 +11,23 @@ Drives, for the `SessionManager` that owns it:
   aligned through the publisher's sender reports.
 
 Inputs: `add_publisher` / `add_viewer` / `remove`, `on_viewer_rtcp(session, compound, now)` (the
-transport-cc feedback in a viewer's RTCP, summarised in C), `set_limit(...)` (the HTTP layer call), `tick(now)` every `TICK_S`. Outputs go through the manager
-(`_send_rtcp`, `_want_keyframe`); `stats_for(session)` and `metrics()` report.
+transport-cc feedback in a viewer's RTCP, summarised in C), `set_limit(...)` (the HTTP layer call),
+`choose_layer(...)` (a subscription being attached), `tick(now)` every `TICK_S`. Outputs go through
+the manager (`_send_rtcp`, `_want_keyframe`); `stats_for(session)` and `metrics()` report.
+
+Per-viewer work is event-driven, not a poll of every viewer: a tick decides for the viewers that
+are busy (a switch pending, a candidate confirming, a probe, not yet connected), those whose
+feedback moved the estimate out of their steady band (`ViewerRateControl.settled`), those whose
+hold-off or probe time has come (one heap), and those watching a track whose ranked layers changed
+(a new shape: every viewer of the stream; new bitrates only: each settled viewer re-checks its
+band); plus `SWEEP_PER_TICK` viewers in turn, a bounded safety net. A steady viewer costs one
+band check per feedback and nothing per tick.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +46,7 @@ REMB_INTERVAL_S = 1.0
 PUBLISHER_REMB_BPS = 8_000_000  # what a REMB-only publisher may send us (we never decode: no limit of ours)
 SWITCH_TIMEOUT_S = 6.0  # a target layer that sent no keyframe this long (OBS ignores PLI) is given up
 RATE_WINDOW_S = 0.5
+SWEEP_PER_TICK = 4  # viewers decided each tick in turn whatever their state (a safety net, bounded)
 
 
 @dataclass
@@ -71,6 +83,20 @@ class _Viewer:
     audio: _Rate = field(default_factory=_Rate)
     switch_started: float | None = None
     target_rid: str | None = None
+    track_id: int = 0  # id(track) of the last decision, to find its `_TrackOptions`
+    version: int = -1  # that track's options version at the last decision
+    wake_at: float | None = None  # the settled decision's `until` already in the wake heap
+
+
+@dataclass
+class _TrackOptions:
+    """One track's ranked layers as of the last tick, shared by all its viewers."""
+
+    track: Track
+    ranked: list[LayerOption]
+    shape: tuple  # what the allowed layers depend on: keys, rids, sizes, availability, order
+    needs: dict[object, float]  # need_bps by key (the band every settled viewer checks)
+    version: int  # changes with the shape
 
 
 def parse_limit(options: Mapping[str, object]) -> ManualLimit:
@@ -107,7 +133,13 @@ class SimulcastControl:
         self.meters: dict[int, LayerMeter] = {}  # id(InStream) -> meter
         self.next_feedback = 0.0
         self.switches = 0
-        self._tick_options: dict[int, tuple[Track, list[LayerOption]]] | None = None  # id(track): during tick()
+        self._tracks: dict[int, _TrackOptions] = {}  # id(track) -> ranked layers, refreshed every tick
+        self._versions = itertools.count()
+        self._busy: dict[str, _Viewer] = {}  # decide at the next tick (insertion order)
+        self._wake: list[tuple[float, int, str]] = []  # (until, seq, session id): hold-off ends, probe times
+        self._wake_seq = itertools.count()
+        self._sweep: list[str] = []  # the round-robin order, rebuilt when it runs out
+        self.decisions = 0
 
     @property
     def active(self) -> bool:
@@ -121,12 +153,14 @@ class SimulcastControl:
     def add_viewer(self, session, options: Mapping[str, object], now: float) -> None:
         control = ViewerRateControl(now)
         control.allocator.limit = parse_limit(options)
-        self.viewers[session.id] = _Viewer(session, control, _fastpath.FeedbackAggregator(session.peer.endpoint))
+        viewer = self.viewers[session.id] = _Viewer(session, control, _fastpath.FeedbackAggregator(session.peer.endpoint))
+        self._busy[session.id] = viewer
         self._apply_pause(session, control.limit, now)
 
     def remove(self, session) -> None:
         self.publishers.pop(session.id, None)
         self.viewers.pop(session.id, None)
+        self._busy.pop(session.id, None)  # wake-heap and sweep entries are skipped when they come up
 
     def set_limit(self, session, options: Mapping[str, object], now: float) -> dict[str, object]:
         """Change a running viewer's manual limit (keys missing from `options` are cleared)."""
@@ -135,7 +169,7 @@ class SimulcastControl:
         viewer.control.allocator.limit = limit
         viewer.control.allocator.hold_until = 0.0  # a manual change is not a congestion event
         self._apply_pause(session, limit, now)
-        self._decide(viewer, now, force=True)
+        self._settle(viewer, self._decide(viewer, now, force=True))
         return self.stats_for(session)
 
     def _apply_pause(self, session, limit: ManualLimit, now: float) -> None:
@@ -178,6 +212,8 @@ class SimulcastControl:
             return track.layers[0] if len(track.layers) == 1 else track.best_layer()
         now = self.manager.clock()
         viewer = self.viewers.get(session.id)
+        if viewer is not None:
+            self._busy[session.id] = viewer  # decide again once attached
         for layer in track.layers:  # sizes from keyframes seen since the last tick count already
             self.meter(track, layer).sample(now)
         ranked = self.options(track, now)
@@ -208,6 +244,11 @@ class SimulcastControl:
                 session.rtcp_in["malformed-twcc"] += summary.malformed
             if summary.matched:
                 viewer.control.on_feedback_summary(summary, now)
+                if session.id not in self._busy:
+                    options = self._tracks.get(viewer.track_id)
+                    if options is None or options.version != viewer.version \
+                            or not viewer.control.settled(now, options.needs):
+                        self._busy[session.id] = viewer
         return rest
 
     def tick(self, now: float) -> None:
@@ -222,14 +263,73 @@ class SimulcastControl:
                     live.add(id(layer.stream))
         for key in [k for k in self.meters if k not in live]:
             del self.meters[key]
-        # every viewer of a track sees the same ranking this tick (the meters were just sampled):
-        # build it once per track, not once per viewer
-        self._tick_options = {}
-        try:
-            for viewer in list(self.viewers.values()):
-                self._decide(viewer, now)
-        finally:
-            self._tick_options = None
+        self._refresh_options(now)
+        while self._wake and self._wake[0][0] <= now:
+            until, _, session_id = heapq.heappop(self._wake)
+            viewer = self.viewers.get(session_id)
+            if viewer is not None and viewer.wake_at == until:
+                viewer.wake_at = None
+                self._busy[session_id] = viewer
+        for _ in range(min(SWEEP_PER_TICK, len(self.viewers))):
+            if not self._sweep:
+                self._sweep = list(self.viewers)
+            viewer = self.viewers.get(self._sweep.pop())
+            if viewer is not None:
+                self._busy[viewer.session.id] = viewer
+        media_poll = self.manager.media_poll
+        for viewer in list(self._busy.values()):
+            self._settle(viewer, self._decide(viewer, now))
+            media_poll()  # forward waiting media between viewers (sfu.io.udp)
+
+    def _refresh_options(self, now: float) -> None:
+        """Rank every video track's layers once per tick (the meters were just sampled); wake the
+        viewers a change concerns."""
+        seen = {}
+        for st in self.manager.streams.values():
+            for track in st.tracks:
+                if track.kind != "video" or not track.layers:
+                    continue
+                ranked = self.options(track, now)
+                shape = tuple((o.key, o.rid, o.width, o.height, o.available) for o in ranked)
+                needs = {o.key: o.need_bps for o in ranked}
+                old = self._tracks.get(id(track))
+                if old is not None and old.track is track and old.shape == shape:
+                    seen[id(track)] = old
+                    if old.needs != needs:
+                        old.ranked, old.needs = ranked, needs
+                        self._recheck(st, id(track), old, now)
+                    else:
+                        old.ranked = ranked
+                    continue
+                seen[id(track)] = _TrackOptions(track, ranked, shape, needs, next(self._versions))
+                for session in st.viewers:  # new layers, order or availability: everyone decides
+                    viewer = self.viewers.get(session.id)
+                    if viewer is not None:
+                        self._busy[session.id] = viewer
+        self._tracks = seen
+
+    def _recheck(self, st, track_id: int, options: _TrackOptions, now: float) -> None:
+        """New bitrates, same layers: settled viewers of the track check their band again."""
+        busy = self._busy
+        for session in st.viewers:
+            viewer = self.viewers.get(session.id)
+            if viewer is None or session.id in busy or viewer.track_id != track_id:
+                continue
+            if viewer.version != options.version or not viewer.control.settled(now, options.needs):
+                busy[session.id] = viewer
+
+    def _settle(self, viewer: _Viewer, rest: bool) -> None:
+        """After a decision: keep the viewer busy, or let it rest until an event (see the module
+        docstring); a settled decision's `until` goes into the wake heap."""
+        session_id = viewer.session.id
+        if not rest:
+            self._busy[session_id] = viewer
+            return
+        self._busy.pop(session_id, None)
+        quiet = viewer.control.quiet
+        if quiet is not None and quiet.until != float("inf") and quiet.until != viewer.wake_at:
+            viewer.wake_at = quiet.until
+            heapq.heappush(self._wake, (quiet.until, next(self._wake_seq), session_id))
 
     # -- publishers ------------------------------------------------------------------------------
 
@@ -267,17 +367,21 @@ class SimulcastControl:
                     return sub, track
         return None, None
 
-    def _decide(self, viewer: _Viewer, now: float, force: bool = False) -> None:
+    def _decide(self, viewer: _Viewer, now: float, force: bool = False) -> bool:
+        """One decision for one viewer; True when it may rest until an event (see the module
+        docstring), False to decide again at the next tick. `force`: rank the layers afresh (a call
+        between ticks)."""
+        self.decisions += 1
         session = viewer.session
         if session.closed:
-            return
+            return True
         endpoint = session.peer.endpoint
         sent = viewer.sent.sample(int(endpoint.tx_bytes), now)
         audio_bytes = sum(int(s.out.bytes) for s in session.subscriptions if s.kind == "audio")
         audio = viewer.audio.sample(audio_bytes, now) * 1.2  # headers and SRTP tag on top of payload
         sub, track = self._video(session)
         if sub is None or track is None or not track.layers:
-            return
+            return True  # nothing to decide until a publisher's track is attached (`choose_layer`)
         if sub.pending_layer is not None:
             if sub.poll_switch():
                 self.switches += 1
@@ -287,19 +391,20 @@ class SimulcastControl:
                 sub.cancel_switch()
                 self.manager.counters["layer-switch-timeouts"] += 1
                 viewer.switch_started = None
-        if session.peer.connected_at is None or len(track.layers) < 2 or not sub.attached:
-            return
+        if session.peer.connected_at is None:
+            return False
+        if len(track.layers) < 2 or not sub.attached:
+            return sub.pending_layer is None  # a new layer changes the track's shape: woken then
         if viewer.control.limit.paused:
             viewer.target_rid = None
-            return
-        cache = self._tick_options
-        cached = cache.get(id(track)) if cache is not None else None
-        if cached is not None and cached[0] is track:
-            ranked = cached[1]
+            return sub.pending_layer is None  # `set_limit` decides again
+        options = self._tracks.get(id(track))
+        if options is not None and options.track is track and not force:
+            ranked = options.ranked
+            viewer.track_id, viewer.version = id(track), options.version
         else:
             ranked = self.options(track, now)
-            if cache is not None:
-                cache[id(track)] = (track, ranked)
+            viewer.track_id, viewer.version = id(track), -1  # settled only against a tick's ranking
         control = viewer.control
         control.allocator.current = id(sub.pending_layer or sub.layer) if (sub.pending_layer or sub.layer) else None
         decision = control.decide(now, ranked, audio, sent)
@@ -309,9 +414,9 @@ class SimulcastControl:
             _fastpath.add_padding(sub.out, decision.padding_bytes)
         target = next((layer for layer in track.layers if id(layer) == decision.target), None)
         viewer.target_rid = target.rid if target is not None else None
-        if target is None or target is (sub.pending_layer or sub.layer):
-            return
-        self._switch(viewer, sub, track, target, now, decision.reason)
+        if target is not None and target is not (sub.pending_layer or sub.layer):
+            self._switch(viewer, sub, track, target, now, decision.reason)
+        return sub.pending_layer is None and control.quiet is not None
 
     def _switch(self, viewer: _Viewer, sub, track: Track, target: Layer, now: float, reason: str) -> None:
         session = viewer.session
@@ -343,7 +448,7 @@ class SimulcastControl:
             "switches": state.get("switches", 0),
             "limit": {"layer": limit.layer, "max_height": limit.max_height, "paused": limit.paused},
             "estimate_bps": int(viewer.control.bwe.estimate_bps),
-            "sent_bps": int(viewer.sent.bps),
+            "sent_bps": int(viewer.sent.sample(int(session.peer.endpoint.tx_bytes), self.manager.clock())),
             "bwe": viewer.control.stats(),
             "fastpath": state,
         }

@@ -4,8 +4,10 @@ and layer allocator (`sfu.core.bwe`, `sfu.core.allocator`). No sockets, no sleep
 `Link`: FIFO bottleneck (rate, queue limit in seconds), propagation delay, jitter, random loss.
 `ViewerSim`: what the server sends one viewer (the current simulcast layer as 30 fps frames, Opus
 audio every 20 ms, padding probes after frames when asked), the viewer's transport-cc feedback
-every 100 ms back over the propagation delay, and the `ViewerRateControl` ticking every 50 ms. A
-switch takes effect at the target layer's next keyframe (one round trip plus a frame).
+every 100 ms back over the propagation delay, and the `ViewerRateControl` ticking every 50 ms
+(with `event_driven`, a tick decides only when `ViewerRateControl.settled` says a decision could
+change something, as `SimulcastControl` does). A switch takes effect at the target layer's next
+keyframe (one round trip plus a frame).
 
 `feedback`: "records" feeds the estimator per-packet records (`on_feedback`, summarised by the
 pure-Python `SummaryBuilder`); "fastpath" logs every send in a real `Endpoint`'s send log, encodes
@@ -75,6 +77,7 @@ class ViewerSim:
     layers: list[SimLayer]
     link: Link
     feedback: str = "records"  # or "fastpath" / "reference" (module docstring)
+    event_driven: bool = False
     control: ViewerRateControl = field(init=False)
     current: int = 0  # index into layers (ranked low to high)
     pending: int | None = None
@@ -91,6 +94,7 @@ class ViewerSim:
     summaries: list[object] = field(default_factory=list)
     sent_bytes: int = 0
     audio_bytes: int = 0
+    decisions: int = 0
 
     def __post_init__(self) -> None:
         self.control = ViewerRateControl(0.0)
@@ -185,7 +189,13 @@ class ViewerSim:
         self._rate_marks.append((self.now, self.sent_bytes, self.audio_bytes))
         while len(self._rate_marks) > 10:
             self._rate_marks.pop(0)
-        decision = self.control.decide(self.now, self.options(), audio_bps, sent_bps)
+        options = self.options()
+        if self.event_driven and self.control.settled(self.now, {o.key: o.need_bps for o in options}):
+            self.targets.append((self.now, self.targets[-1][1]))
+            self.estimates.append((self.now, self.control.bwe.estimate_bps))
+            return
+        self.decisions += 1
+        decision = self.control.decide(self.now, options, audio_bps, sent_bps)
         if decision.stop_padding:
             self.padding_budget = 0
         self.padding_budget += decision.padding_bytes

@@ -151,3 +151,25 @@ def test_rate_drop_is_followed_through_the_fastpath_feedback() -> None:
     below = next(t for t, e in sim.estimates if t >= 10.0 and e < 700_000)
     assert below - 10.0 < 2.0
     assert sim.layer_at(12.0) == "h"
+
+
+@pytest.mark.parametrize("rate,later,feedback", [
+    (5_000_000, 700_000, "records"), (5_000_000, 900_000, "fastpath"), (1_200_000, 1_200_000, "records"),
+    (400_000, 5_000_000, "records"),
+])
+def test_event_driven_decisions_change_nothing(rate: int, later: int, feedback: str) -> None:
+    """Deciding only when `ViewerRateControl.settled` says a decision could change something (as
+    `SimulcastControl` does) gives the same targets, switches and estimates as deciding every
+    tick, with a fraction of the decisions."""
+    sims = []
+    for event_driven in (False, True):
+        sim = ViewerSim(list(BROWSER_LAYERS), Link(rate, jitter_s=0.002, loss=0.01, seed=rate), feedback=feedback,
+                        event_driven=event_driven)
+        sim.run(10.0)
+        sim.link.rate_bps = later
+        sim.run(40.0)
+        sims.append(sim)
+    every, events = sims
+    assert events.targets == every.targets and events.switches == every.switches
+    assert events.estimates == every.estimates
+    assert every.decisions == len(every.targets) and events.decisions < every.decisions / 4, events.decisions

@@ -1,5 +1,6 @@
-"""The trendline's incremental least-squares slope (`bwe._SlopeWindow`) against the direct
-formula (`bwe._slope`) over random sequences, through many window evictions and recentrings."""
+"""The trendline's incremental least-squares slope (`bwe_reference._SlopeWindow`, mirrored in C by
+`_fastpath.EstimatorWindows`) against the direct formula (`bwe_reference._slope`) over random
+sequences, through many window evictions and recentrings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections import deque
 
 import pytest
 
-from sfu.core.bwe import TRENDLINE_WINDOW, _slope, _SlopeWindow
+from sfu.core.bwe import TRENDLINE_WINDOW
+from sfu.core.bwe_reference import _slope, _SlopeWindow
 
 
 def _close(a: float | None, b: float | None) -> bool:
