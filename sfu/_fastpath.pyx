@@ -489,7 +489,7 @@ cdef class Endpoint:
     def __dealloc__(self):
         free(self.twcc_seq)
         free(self.twcc_arrival_us)
-        free(self.sendlog)
+        sendlog_free(self.sendlog)
 
     def __init__(self, owner=None):
         self.owner = owner
@@ -1525,7 +1525,7 @@ cdef class Router:
         self.forwarded += 1
         if tw_seq >= 0:
             if ep.sendlog == NULL:
-                ep.sendlog = <SendLog *>calloc(1, sizeof(SendLog))
+                ep.sendlog = sendlog_new()
             if ep.sendlog != NULL:
                 sendlog_record(ep.sendlog, tw_seq, self.now, out_len, 0)
         if v.marker and o.lr.pad_budget > 0 and out_seq == <int64_t>o.last_out_seq:

@@ -18,9 +18,10 @@
 # carries a fresh template structure, so the receiver re-syncs there (frame numbers are not
 # rewritten). H.264: nothing beyond sequence number / timestamp (the IDR carries SPS/PPS).
 
-DEF SENDLOG_SIZE = 1024        # outgoing transport-wide records per endpoint (power of two), 15 KiB:
-                               # feedback comes every 50-100 ms and probes time out after 1 s, so ~1 s
-                               # of sends is enough up to ~1,000 packets/s (8-10 Mbit/s to one viewer)
+DEF SENDLOG_INITIAL = 256      # outgoing transport-wide records per endpoint at first (power of two)
+DEF SENDLOG_MAX = 4096         # at most: feedback comes every 50-100 ms and probes time out after 1 s,
+DEF SENDLOG_HORIZON_US = 1000000  # so the ring doubles while it would overwrite a record younger than 1 s
+                               # (16 B a record: 4 KiB at first, 8 KiB at ~300 packets/s, 64 KiB at most)
 DEF CONFIG_MAX = 160           # bytes of an H.264 SPS / AV1 sequence header kept for Python to parse
 DEF PAD_PAYLOAD = 255          # RFC 3550 §5.1: the padding count is one octet
 DEF MAX_TS_JUMP_S = 5          # a sender-report hint further ahead than this is not trusted
@@ -28,11 +29,16 @@ DEF MAX_TS_JUMP_S = 5          # a sender-report hint further ahead than this is
 SEND_FLAG_PADDING = 1
 
 
+cdef struct SendRecord:
+    uint32_t seq                    # low 32 bits of the extended transport-wide sequence number (tag)
+    uint16_t size
+    uint8_t flags
+    int64_t sent_us                 # 0: empty
+
+
 cdef struct SendLog:
-    uint32_t seq[SENDLOG_SIZE]      # low 32 bits of the extended transport-wide sequence number (tag)
-    int64_t sent_us[SENDLOG_SIZE]
-    uint16_t size[SENDLOG_SIZE]
-    uint8_t flags[SENDLOG_SIZE]
+    SendRecord *rec
+    uint32_t mask                   # capacity - 1
 
 
 cdef struct LayerInfo:
@@ -63,12 +69,59 @@ cdef struct LayerRw:
     uint64_t pad_packets, pad_bytes
 
 
+cdef SendLog *sendlog_new() noexcept nogil:
+    cdef SendLog *log = <SendLog *>calloc(1, sizeof(SendLog))
+    if log == NULL:
+        return NULL
+    log.rec = <SendRecord *>calloc(SENDLOG_INITIAL, sizeof(SendRecord))
+    if log.rec == NULL:
+        free(log)
+        return NULL
+    log.mask = SENDLOG_INITIAL - 1
+    return log
+
+
+cdef void sendlog_free(SendLog *log) noexcept nogil:
+    if log != NULL:
+        free(log.rec)
+        free(log)
+
+
+cdef void sendlog_grow(SendLog *log) noexcept nogil:
+    """Double the ring, every record moving to its slot under the new mask (no record is lost)."""
+    cdef uint32_t cap = (log.mask + 1) * 2, i
+    cdef SendRecord *rec = <SendRecord *>calloc(cap, sizeof(SendRecord))
+    if rec == NULL:
+        return   # keep the smaller ring: older records are overwritten sooner
+    for i in range(log.mask + 1):
+        if log.rec[i].sent_us != 0:
+            rec[log.rec[i].seq & (cap - 1)] = log.rec[i]
+    free(log.rec)
+    log.rec = rec
+    log.mask = cap - 1
+
+
 cdef inline void sendlog_record(SendLog *log, uint64_t seq, double now, int size, int flags) noexcept nogil:
-    cdef uint32_t i = seq & (SENDLOG_SIZE - 1)
-    log.seq[i] = <uint32_t>seq
-    log.sent_us[i] = <int64_t>(now * 1e6)
-    log.size[i] = size if size < 65535 else 65535
-    log.flags[i] = flags
+    cdef int64_t now_us = <int64_t>(now * 1e6)
+    cdef SendRecord *r = &log.rec[seq & log.mask]
+    if r.sent_us != 0 and now_us - r.sent_us < SENDLOG_HORIZON_US and log.mask + 1 < SENDLOG_MAX:
+        sendlog_grow(log)
+        r = &log.rec[seq & log.mask]
+    r.seq = <uint32_t>seq
+    r.sent_us = now_us
+    r.size = size if size < 65535 else 65535
+    r.flags = flags
+
+
+cdef inline SendRecord *sendlog_find(SendLog *log, uint64_t seq) noexcept nogil:
+    """The record of transport-wide sequence `seq`, or NULL when the ring no longer holds it."""
+    cdef SendRecord *r
+    if log == NULL:
+        return NULL
+    r = &log.rec[seq & log.mask]
+    if r.seq != <uint32_t>seq or r.sent_us == 0:
+        return NULL
+    return r
 
 
 cdef inline void info_copy(LayerInfo *info, const uint8_t *p, int n) noexcept nogil:
@@ -312,7 +365,7 @@ cdef void emit_padding(Router r, OutTrack o, Endpoint ep, int64_t ext_seq) noexc
         o.lr.pad_bytes += out_len
         if tw_seq >= 0:
             if ep.sendlog == NULL:
-                ep.sendlog = <SendLog *>calloc(1, sizeof(SendLog))
+                ep.sendlog = sendlog_new()
             if ep.sendlog != NULL:
                 sendlog_record(ep.sendlog, tw_seq, r.now, out_len, SEND_FLAG_PADDING)
         r.siov[r.npending].iov_len = out_len
@@ -391,12 +444,11 @@ def sent_packets(Endpoint ep, unsigned long long first, int count):
     a list of (send_time_us, size, flags), None where the ring no longer holds it."""
     cdef list out = []
     cdef uint64_t s
-    cdef uint32_t i
-    cdef SendLog *log = ep.sendlog
+    cdef SendRecord *r
     for s in range(first, first + count):
-        i = s & (SENDLOG_SIZE - 1)
-        if log == NULL or log.seq[i] != <uint32_t>s or log.sent_us[i] == 0 or s >= ep.twcc_next:
+        r = sendlog_find(ep.sendlog, s)
+        if r == NULL or s >= ep.twcc_next:
             out.append(None)
         else:
-            out.append((log.sent_us[i], log.size[i], log.flags[i]))
+            out.append((r.sent_us, r.size, r.flags))
     return out

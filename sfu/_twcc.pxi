@@ -164,7 +164,7 @@ cdef class FeedbackAggregator:
         cdef int count, pos, got, take, k, sym, dpos, deltas_len
         cdef uint16_t chunk, base16
         cdef int64_t arrival_us, newest, base, ext, send_us
-        cdef uint32_t slot
+        cdef SendRecord *rec
         cdef SendLog *log = self.ep.sendlog
         cdef double send, arrival
         cdef int size
@@ -241,16 +241,15 @@ cdef class FeedbackAggregator:
                     arrival_us += <int64_t>(<int16_t>_be16(b + dpos)) * TWCC_DELTA_US
                     dpos += 2
                 ext = base + got + k
-                slot = <uint32_t>ext & (SENDLOG_SIZE - 1)
-                if log == NULL or log.seq[slot] != <uint32_t>ext or log.sent_us[slot] == 0 \
-                        or <uint64_t>ext >= self.ep.twcc_next:
+                rec = sendlog_find(log, <uint64_t>ext)
+                if rec == NULL or <uint64_t>ext >= self.ep.twcc_next:
                     s.unknown += 1
                     continue
-                if log.flags[slot] & SENDLOG_REPORTED:
+                if rec.flags & SENDLOG_REPORTED:
                     s.duplicates += 1  # a late "received" after that is ignored too
                     continue
-                send_us = log.sent_us[slot]
-                size = log.size[slot]
+                send_us = rec.sent_us
+                size = rec.size
                 send = send_us / 1e6
                 s.matched += 1
                 if send > s.max_send:
@@ -260,7 +259,7 @@ cdef class FeedbackAggregator:
                     if probe_start <= send <= probe_end:
                         s.probe_lost += 1
                     continue
-                log.flags[slot] |= SENDLOG_REPORTED
+                rec.flags |= SENDLOG_REPORTED
                 arrival = arrival_us / 1e6
                 s.acked += 1
                 s.acked_bytes += size
@@ -310,7 +309,7 @@ def record_sent(Endpoint ep, double now, int size, int flags=0):
     forwarding loop does. For tests and simulations that feed `FeedbackAggregator` without sending."""
     cdef uint64_t seq = ep.twcc_next
     if ep.sendlog == NULL:
-        ep.sendlog = <SendLog *>calloc(1, sizeof(SendLog))
+        ep.sendlog = sendlog_new()
         if ep.sendlog == NULL:
             raise MemoryError()
     ep.twcc_next += 1

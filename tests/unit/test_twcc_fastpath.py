@@ -149,3 +149,22 @@ def test_random_feedback_equals_the_python_reference(seed: int) -> None:
         theirs = _reference(ep, data, builder, matcher, window)
         _same(ours, theirs)
     assert agg.matched == matcher.matched
+
+
+def test_send_log_grows_to_hold_a_second_and_no_more():
+    # 1,000 packets/s: a second of records must stay findable (the ring doubles from 256 as needed)
+    ep = _fastpath.Endpoint()
+    for i in range(1500):
+        _fastpath.record_sent(ep, 1.0 + i * 0.001, 1000 + i % 7)
+    recent = _fastpath.sent_packets(ep, 500, 1000)
+    assert all(r is not None for r in recent)
+    assert [r[1] for r in recent] == [1000 + i % 7 for i in range(500, 1500)]
+    assert abs(recent[0][0] - 1_500_000) <= 1
+    # 10 packets/s: nothing younger than a second is ever overwritten, so the ring stays at 256
+    # records and the 257th-newest is gone
+    slow = _fastpath.Endpoint()
+    for i in range(600):
+        _fastpath.record_sent(slow, 1.0 + i * 0.1, 500)
+    records = _fastpath.sent_packets(slow, 0, 600)
+    assert all(r is not None and r[1] == 500 for r in records[600 - 256 :])
+    assert all(r is None for r in records[: 600 - 256])
