@@ -8,8 +8,10 @@
  * (CLOCK_PROCESS_CPUTIME_ID; the receiver is a separate process). Loopback delivery runs in
  * the sender's syscall, so the kernel part is charged to the sender, as it is to a server.
  *
- *   floor PROFILE [packets] [batch]     PROFILE: gcm | cm80 | none | gcm-nosend | cm80-nosend
+ *   floor PROFILE [packets] [batch] [gso]   PROFILE: gcm | cm80 | none | gcm-nosend | cm80-nosend
  *   batch 1 = one sendto per packet, >1 = sendmmsg of that many datagrams (the server uses 64)
+ *   gso G > 1 = within a batch, G consecutive datagrams go as one UDP GSO message (UDP_SEGMENT):
+ *   the route past the per-datagram floor (a frame's packets to one viewer); default 1 = none
  *
  * Prints one JSON object.
  */
@@ -17,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <signal.h>
@@ -121,7 +124,7 @@ static int protect(int profile, unsigned char *p, int n, uint32_t ssrc, uint64_t
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s gcm|cm80|none|gcm-nosend|cm80-nosend [packets] [batch]\n", argv[0]);
+        fprintf(stderr, "usage: %s gcm|cm80|none|gcm-nosend|cm80-nosend [packets] [batch] [gso]\n", argv[0]);
         return 2;
     }
     const char *name = argv[1];
@@ -131,6 +134,11 @@ int main(int argc, char **argv) {
     int batch = argc > 3 ? atoi(argv[3]) : 1;
     if (batch < 1) batch = 1;
     if (batch > MAX_BATCH) batch = MAX_BATCH;
+    int gso = argc > 4 ? atoi(argv[4]) : 1;
+    if (gso < 1) gso = 1;
+    if (gso > 32) gso = 32;
+    if (gso > 1 && batch % gso) batch -= batch % gso;   /* whole GSO messages per batch */
+    if (batch < gso) batch = gso;
     setup_keys(profile);
 
     int rx = socket(AF_INET, SOCK_DGRAM, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
@@ -165,6 +173,22 @@ int main(int argc, char **argv) {
         msgs[i].msg_hdr.msg_name = &dst;
         msgs[i].msg_hdr.msg_namelen = sizeof dst;
     }
+    /* GSO messages: message m covers datagrams m*gso .. m*gso+gso-1 of the batch */
+    struct mmsghdr gmsgs[MAX_BATCH];
+    static unsigned char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(uint16_t))];
+    memset(gmsgs, 0, sizeof gmsgs);
+    for (int m = 0; gso > 1 && m < MAX_BATCH / gso; m++) {
+        gmsgs[m].msg_hdr.msg_iov = &iov[m * gso];
+        gmsgs[m].msg_hdr.msg_iovlen = gso;
+        gmsgs[m].msg_hdr.msg_name = &dst;
+        gmsgs[m].msg_hdr.msg_namelen = sizeof dst;
+        gmsgs[m].msg_hdr.msg_control = ctrl[m];
+        gmsgs[m].msg_hdr.msg_controllen = sizeof ctrl[m];
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&gmsgs[m].msg_hdr);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    }
     uint32_t ssrc = 0x12345678;
     long send_errors = 0;
     struct rusage ru0, ru1;
@@ -185,6 +209,15 @@ int main(int argc, char **argv) {
             if (send_it) {
                 if (batch == 1) {
                     if (sendto(tx, q, len, 0, (struct sockaddr *)&dst, sizeof dst) < 0) send_errors++;
+                } else if (gso > 1 && pending == batch) {
+                    int n = pending / gso, start = 0;
+                    for (int m = 0; m < n; m++)
+                        *(uint16_t *)CMSG_DATA(CMSG_FIRSTHDR(&gmsgs[m].msg_hdr)) = (uint16_t)iov[m * gso].iov_len;
+                    while (start < n) {
+                        int rc = sendmmsg(tx, gmsgs + start, n - start, 0);
+                        if (rc < 0) { if (errno == EINTR) continue; send_errors += gso; start++; continue; }
+                        start += rc;
+                    }
                 } else {
                     int start = 0;
                     while (start < pending) {
@@ -203,10 +236,10 @@ int main(int argc, char **argv) {
     double cpu = c1 - c0;
     double user = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6;
     double sys = (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
-    printf("{\"mode\": \"%s\", \"packets\": %ld, \"batch\": %d, \"plain_bytes\": %d, \"cpu_s\": %.4f, "
+    printf("{\"mode\": \"%s\", \"packets\": %ld, \"batch\": %d, \"gso\": %d, \"plain_bytes\": %d, \"cpu_s\": %.4f, "
            "\"user_s\": %.4f, \"sys_s\": %.4f, \"wall_s\": %.4f, \"us_per_packet\": %.3f, "
            "\"packets_per_cpu_s\": %.0f, \"send_errors\": %ld, \"openssl\": \"%s\"}\n",
-           name, packets, batch, PLAIN_LEN, cpu, user, sys, w1 - w0, cpu / packets * 1e6, packets / cpu,
+           name, packets, batch, gso, PLAIN_LEN, cpu, user, sys, w1 - w0, cpu / packets * 1e6, packets / cpu,
            send_errors, OpenSSL_version(OPENSSL_VERSION));
     return 0;
 }
