@@ -10,6 +10,7 @@ how `--procs N` spreads viewers over N processes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -25,6 +26,7 @@ from sfu.core.certificate import Certificate
 
 PROGRESS_INTERVAL_S = 1.0
 HTTP_CONNECTIONS = 64  # concurrent signalling requests per process
+GC_THRESHOLD = (50_000, 20, 20)  # as `sfu serve`: viewers are long-lived objects, few cycles per packet
 STOP_CONCURRENCY = 64
 STOP_TIMEOUT_S = 10.0
 
@@ -37,12 +39,25 @@ def _counters(viewers: list[LoadViewer]) -> dict[str, int]:
     return total
 
 
+def _phases(record: dict[str, Any], viewer: LoadViewer, ramp_start: float) -> None:
+    """When the answer came and when ICE was selected, from the ramp start (where reached)."""
+    if viewer.answered_at is not None:
+        record["answered_at"] = viewer.answered_at - ramp_start
+    if viewer.ice_selected_at is not None:
+        record["ice_at"] = viewer.ice_selected_at - ramp_start
+
+
 async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     tally = Tally()
     certificate = Certificate.generate(time.time(), lifetime_days=2)  # one per process is enough
     connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, force_close=False)
-    http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=spec["connect_timeout"]))
+    # The server gets `connect_timeout` to accept the connection and to answer; time a request spends
+    # waiting for one of this process's pooled connections is the tool's own queue (each browser has
+    # its own connection), so it does not count against the viewer.
+    limit = spec["connect_timeout"]
+    http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(
+        total=None, sock_connect=limit, sock_read=limit))
     viewers: list[LoadViewer] = []
     attempts: list[dict[str, Any]] = []
     errors: dict[str, int] = {}
@@ -56,18 +71,19 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
             url, spec.get("token"), tally=tally, decrypt_every=spec["decrypt_every"],
             srtp_profiles=tuple(spec["srtp_profiles"]), send_nack=spec["nack"], send_twcc=spec["twcc"],
             audio=spec["audio"], connect_timeout=spec["connect_timeout"], http=http,
-            local_addr=spec["local_addr"],
+            local_addr=spec["local_addr"], certificate=certificate,
         )
-        viewer._certificate = certificate
         record["viewer"] = viewer
         try:
             await viewer.start()
         except Exception as exc:  # any refusal or timeout is a failed viewer, counted by reason
+            _phases(record, viewer, ramp_start)
             status = getattr(exc, "status", None)
             reason = f"http-{status}" if status else type(exc).__name__
             errors[reason] = errors.get(reason, 0) + 1
             record["error"] = f"{reason}: {exc}"[:300]
             return
+        _phases(record, viewer, ramp_start)
         record["connected_at"] = loop.time() - ramp_start
         viewers.append(viewer)
 
@@ -163,6 +179,11 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
 
 def main() -> int:
     spec = json.loads(sys.stdin.read())
+    # A worker process only: full collections over hundreds of viewers' objects were pauses in the
+    # receive path (an in-process group, `--procs 0`, leaves the embedding process's collector alone).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
     try:
         import uvloop  # type: ignore[import-not-found]
 

@@ -3,7 +3,8 @@
 Driven as `PacketViewer` is (start/stop, datagrams, one timer); what changes is how its socket is
 read and what each RTP packet costs:
 
-- the socket is read with `recvmsg` from a `loop.add_reader` callback, draining it per wake-up, with
+- the socket is read with `recvmsg` from a `loop.add_reader` callback, at most `RECV_BATCH`
+  datagrams per wake-up (the loop is level-triggered: it calls again while more wait), with
   kernel receive timestamps (SO_TIMESTAMPNS): latency and TWCC arrival times do not include the time
   a busy load-tool process took to get round to the packet;
 - per RTP packet: the clear-text header is read (SRTP leaves the header and its extensions in the
@@ -33,6 +34,7 @@ from sfu.testing.viewer import NACK_REORDER_WAIT_S, _find_extension
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
 RECV_BUFFER_BYTES = 1 << 20  # per viewer socket: a keyframe burst while the process is busy
 RECV_SIZE = 2048
+RECV_BATCH = 8  # datagrams per socket per wake-up: about one video frame of the top layer
 ANCILLARY_SIZE = 64
 _TIMESPEC = struct.Struct("@qq")
 _SEQ_TS_SSRC = struct.Struct("!HII")
@@ -130,10 +132,15 @@ class LoadViewer(PacketViewer):
         return protocol, sock.getsockname()[:2]
 
     def _drain(self, sock: socket.socket, index: int) -> None:
+        """Read at most `RECV_BATCH` datagrams; the loop calls again while more are queued.
+
+        Bounded so that one loop iteration stays short however far behind the process is: each
+        viewer's socket gets its turn every iteration, and a joining viewer's ICE and DTLS answers
+        are not held behind other viewers' queued media (a browser has a process of its own)."""
         recvmsg = sock.recvmsg
         tally = self.tally
         fast = self._fast_rtp
-        while True:
+        for _ in range(RECV_BATCH):
             try:
                 data, ancdata, _flags, addr = recvmsg(RECV_SIZE, ANCILLARY_SIZE)
             except (BlockingIOError, InterruptedError):

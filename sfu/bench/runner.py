@@ -308,6 +308,9 @@ def _results(opts: BenchOptions, server: SpawnedServer | None, pid: int | None,
     connected = sum(f["connected"] for f in finals)
     failed = sum(f["failed"] for f in finals)
     connect_s = [a["connected_at"] - a["requested_at"] for a in attempts if "connected_at" in a]
+    answer_s = [a["answered_at"] - a["requested_at"] for a in attempts if "answered_at" in a]
+    ice_s = [a["ice_at"] - a["answered_at"] for a in attempts if "ice_at" in a and "answered_at" in a]
+    dtls_s = [a["connected_at"] - a["ice_at"] for a in attempts if "connected_at" in a and "ice_at" in a]
     first_media = [a["first_media_at"] for a in attempts if "first_media_at" in a]
     expected = window.get("expected", 0)
     received = window.get("received", 0)
@@ -353,6 +356,8 @@ def _results(opts: BenchOptions, server: SpawnedServer | None, pid: int | None,
         },
         "join": {
             "ramp_s": opts.ramp, "connect_s": _pct(connect_s), "first_media_s": _pct(first_media),
+            # the connect time by phase: POST to answer, answer to ICE selected, ICE to SRTP keys
+            "answer_s": _pct(answer_s), "ice_s": _pct(ice_s), "dtls_s": _pct(dtls_s),
             "deadline_s": opts.join_deadline,
             "media_within_deadline": sum(1 for t in first_media if t <= opts.join_deadline),
         },
@@ -409,6 +414,7 @@ def format_table(r: dict[str, Any]) -> str:
          f"{j['media_within_deadline']})"),
         ("SRTP profiles", ", ".join(f"{k}: {n}" for k, n in v["srtp_profiles"].items()) or "-"),
         ("connect time p50 / p95 / max", " / ".join(num(j["connect_s"][k], " s") for k in ("p50", "p95", "max"))),
+        ("  p95 answer / ICE / DTLS", " / ".join(num(j[k]["p95"], " s") for k in ("answer_s", "ice_s", "dtls_s"))),
         ("first media p50 / p95 / max", " / ".join(num(j["first_media_s"][k], " s") for k in ("p50", "p95", "max"))
          + "  (from ramp start)"),
         ("packets/s in (publishers)", num(p["in_pps"])),

@@ -103,7 +103,7 @@ class _Client:
     def __init__(
         self, url: str, token: str | None, *, srtp_profiles: tuple[str, ...], local_addr: str,
         extra_check_addrs: int = 0, connect_timeout: float = CONNECT_TIMEOUT_S,
-        http: aiohttp.ClientSession | None = None,
+        http: aiohttp.ClientSession | None = None, certificate: Certificate | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -120,13 +120,16 @@ class _Client:
         self.dtls_state = "new"
         self.selected_remote: tuple[str, int] | None = None
         self.started_at: float | None = None
+        self.answered_at: float | None = None  # the 201 and its answer arrived
+        self.ice_selected_at: float | None = None  # the nominating check was answered
         self.connected_at: float | None = None
         self.drops: dict[str, int] = {}
         self._http = http
         self._own_http = http is None
         self._ice_ufrag, self._ice_pwd = ice_credentials()
         self._tie_breaker = int.from_bytes(os.urandom(8), "big")
-        self._certificate = Certificate.generate(time.time(), lifetime_days=2)
+        # A browser makes one per RTCPeerConnection; a load tool may share one (0.5 ms each to make)
+        self._certificate = certificate or Certificate.generate(time.time(), lifetime_days=2)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: list[_SocketProtocol] = []
         self._socket_stats: list[SocketStats] = []
@@ -178,6 +181,7 @@ class _Client:
         self.started_at = loop.time()
         try:
             answer = await self._signal(url, offer)
+            self.answered_at = loop.time()
             self._on_answer(answer)
             self._remotes = [
                 (c.host, c.port) for c in answer.candidates
@@ -386,6 +390,7 @@ class _Client:
             self._arm(now)
         elif self._ice_state == "nominating" and nominate and sent_addr == self.selected_remote:
             self._ice_state = "selected"
+            self.ice_selected_at = now
             self._next_consent = now + CONSENT_INTERVAL_S
             self._start_dtls(now)
 

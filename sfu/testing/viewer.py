@@ -10,6 +10,7 @@ feedback every 100 ms when the answer negotiated it.
 
 from __future__ import annotations
 
+import bisect
 import random
 import struct
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from sfu.core.certificate import Certificate
 from sfu.testing import media
 from sfu.testing._client import WhepError, _Client
 from sfu.testing.sdp import EXT_MID, EXT_TWCC, Answer, MediaOffer, build_offer
@@ -34,6 +36,7 @@ LATENCY_SAMPLES_MAX = 4096  # per kind, most recent kept
 SEEN_RING = 2048  # per-SSRC duplicate detection window (power of two)
 assert SEEN_RING & (SEEN_RING - 1) == 0
 
+_MAX_TIME_US = 1 << 62  # above any arrival time: bisects past every entry of one sequence number
 _RTP = struct.Struct("!BBHII")
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
@@ -136,12 +139,13 @@ class PacketViewer(_Client):
         drop_rate: float = 0.0, drop_seed: int | None = None,
         srtp_profiles: tuple[str, ...] = ("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"),
         local_addr: str = "127.0.0.1", extra_check_addrs: int = 0, connect_timeout: float = 10.0,
-        http: aiohttp.ClientSession | None = None,
+        http: aiohttp.ClientSession | None = None, certificate: Certificate | None = None,
     ) -> None:
         url = str(URL(whep_url).update_query(query)) if query else whep_url
         super().__init__(
             url, token, srtp_profiles=srtp_profiles, local_addr=local_addr,
             extra_check_addrs=extra_check_addrs, connect_timeout=connect_timeout, http=http,
+            certificate=certificate,
         )
         if not audio and not video:
             raise ValueError("nothing to receive")
@@ -461,12 +465,16 @@ class PacketViewer(_Client):
     def _send_twcc(self) -> None:
         if not self._twcc_arrivals:
             return
-        arrivals = sorted(a for a in self._twcc_arrivals if a[0] > self._twcc_reported)
-        self._twcc_arrivals = []
+        arrivals, self._twcc_arrivals = self._twcc_arrivals, []
+        arrivals.sort()  # in place; almost always in order already (linear then)
+        # drop what an earlier feedback reported, and duplicates (the first arrival counts)
+        start = bisect.bisect_right(arrivals, (self._twcc_reported, _MAX_TIME_US))
         unique: list[tuple[int, int | None]] = []
-        for seq, arrival in arrivals:
-            if not unique or unique[-1][0] != seq:
-                unique.append((seq, arrival))
+        last = self._twcc_reported
+        for entry in arrivals[start:] if start else arrivals:
+            if entry[0] != last:
+                unique.append(entry)
+                last = entry[0]
         if not unique:
             return
         media_ssrc = next(iter(self._streams), 0)

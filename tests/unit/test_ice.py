@@ -170,3 +170,44 @@ def test_ipv6_asyncio_address_tuple():
     resp = check(ice, addr, 0.0)
     assert aioice_stun.parse_message(resp).attributes["XOR-MAPPED-ADDRESS"] == addr[:2]
     assert ice.selected == addr
+
+
+def test_backlog_duplicates_are_coalesced_but_never_a_nomination():
+    ice = make()
+    assert check(ice, WIFI, 1.0) is not None
+    # the same client's next checks, queued while the server was behind, handled at once
+    assert check(ice, WIFI, 1.005) is None
+    assert check(ice, WIFI, 1.01) is None
+    assert ice.drops["coalesced"] == 2
+    # a nomination is answered however close: it moves the path
+    assert check(ice, WIFI, 1.012, nominate=True) is not None
+    assert ice.nominated and ice.selected == WIFI
+    # once nominated there, a repeated nomination from the same address is a duplicate too...
+    assert check(ice, WIFI, 1.015, nominate=True) is None
+    # ...but not one towards another address, nor anything paced like a browser (>= 48 ms)
+    assert check(ice, ETH, 1.016, nominate=True) is not None
+    assert ice.selected == ETH
+    assert check(ice, WIFI, 1.07) is not None
+    assert ice.drops["coalesced"] == 3
+
+
+def test_coalescing_only_follows_valid_checks():
+    ice = make()
+    # a forged check (bad password) from the client's address answers nothing and opens no window
+    assert check(ice, WIFI, 1.0, pwd="wrong-password-0123456789") is None
+    assert check(ice, WIFI, 1.001) is not None
+    assert ice.drops["coalesced"] == 0
+    ice = make(coalesce=0.0)  # off
+    assert check(ice, WIFI, 1.0) is not None
+    assert check(ice, WIFI, 1.0) is not None
+
+
+def test_use_candidate_is_found_before_authentication():
+    from sfu.core.ice import _has_use_candidate
+
+    _, plain = stun.binding_request(f"{LUFRAG}:{RUFRAG}", LPWD, use_candidate=False, controlling=True)
+    _, nominating = stun.binding_request(f"{LUFRAG}:{RUFRAG}", LPWD, use_candidate=True, controlling=True)
+    assert not _has_use_candidate(plain)
+    assert _has_use_candidate(nominating)
+    assert not _has_use_candidate(nominating[:20])  # truncated: nothing to find, no error
+    assert not _has_use_candidate(b"\x00\x01\xff\xff" + bytes(16) + b"\x00\x25")  # length lies
