@@ -105,6 +105,7 @@ DEF UDP_SEGMENT_ = 103         # linux/udp.h: segment size for a GSO send (Linux
 DEF MAX_DGRAM = 1500           # receive buffer per datagram (larger datagrams are truncated: dropped)
 DEF OUT_CAPACITY = 1536        # per outgoing datagram buffer (room for SRTP tag and added extensions)
 DEF MAX_READ_PER_WAKEUP = 512  # fairness: return to the event loop after this many datagrams
+DEF MAX_FORWARD_PER_WAKEUP = 4096  # ... or once this many were forwarded (~5-20 ms of work)
 DEF MAX_SSRCS = 32             # incoming SSRCs bound per endpoint
 DEF ADDR_TABLE_MIN = 1024
 DEF SEQ_BASE = 4294967296          # 2**32: extended numbers start here so offsets never go negative
@@ -1103,9 +1104,10 @@ cdef class Router:
         cdef int idx
         cdef Endpoint ep
         cdef uint8_t *p
+        cdef uint64_t forwarded_before = self.forwarded
         self.now = now
         self.wakeups += 1
-        while total < MAX_READ_PER_WAKEUP:
+        while total < MAX_READ_PER_WAKEUP and self.forwarded - forwarded_before < MAX_FORWARD_PER_WAKEUP:
             for i in range(BATCH):
                 self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
                 self.rmsgs[i].msg_hdr.msg_flags = 0

@@ -26,6 +26,8 @@ from .metrics import register_server_metrics
 
 log = logging.getLogger("sfu")
 
+HTTP_BACKLOG = 4096  # pending HTTP connections the listening socket queues
+
 
 class Server:
     """An sfu node: `start()` / `stop()`, or `async with`."""
@@ -75,7 +77,9 @@ class Server:
         app = build_app(config, self.manager, self.registry, token_secret=self.token_secret)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, config.http_host, config.http_port)
+        # a join storm opens hundreds of connections at once: aiohttp's default backlog (128)
+        # overflows and clients wait for SYN retransmits (the kernel caps it at somaxconn)
+        site = web.TCPSite(self._runner, config.http_host, config.http_port, backlog=HTTP_BACKLOG)
         await site.start()
         server = site._server  # aiohttp keeps the bound sockets here
         self._http_port = server.sockets[0].getsockname()[1] if server and server.sockets else config.http_port

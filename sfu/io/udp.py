@@ -4,11 +4,18 @@ No protocol decisions here (DESIGN.md "io/"): the fast-path `Router` drains and 
 datagrams it hands back go to the session manager, whose outputs this shell sends; the manager's
 single `next_deadline()` is the one timer armed on the loop.
 
-Media first: Python work (the datagrams the router hands back, the manager's timer sweeps over
-every session) never holds forwarded media back for more than `MEDIA_POLL_BUDGET_S`. After that much
-Python time the socket is drained again (`poll_media`): media is forwarded at once and the new
-control datagrams join the queue behind the ones already waiting. The manager calls `poll_media`
-between sessions in its sweeps (`SessionManager.media_poll`).
+Media first, but not media only:
+- Python work (the datagrams the router hands back, the manager's timer sweeps over every session)
+  holds forwarded media back for about `MEDIA_POLL_BUDGET_S` at most: after that much Python time the
+  socket is drained again (`poll_media`), media is forwarded at once and the new control datagrams
+  join the queue behind the ones already waiting. The manager calls `poll_media` between sessions in
+  its sweeps (`SessionManager.media_poll`).
+- Under load a drain can take milliseconds (one packet to hundreds of viewers; the router stops
+  after `MAX_FORWARD_PER_WAKEUP` forwarded packets): Python work then gets at least
+  `CONTROL_SHARE` of the time a drain took before the next drain, so control traffic (STUN, DTLS,
+  RTCP) keeps up.
+- One call handles only the control datagrams queued when it started; the rest wait for the next
+  loop iteration, so HTTP requests and other callbacks always get their turn.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from ..core.sessions import SessionManager
 log = logging.getLogger("sfu.udp")
 
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024  # absorb bursts (keyframes times viewers) between wake-ups
-MEDIA_POLL_BUDGET_S = 0.0002  # Python work between two drains of the socket, at most (about)
+MEDIA_POLL_BUDGET_S = 0.0002  # Python work between two drains of the socket, at most (about) ...
+CONTROL_SHARE = 0.5  # ... unless the last drain took longer: then this share of its duration
 
 
 def open_media_socket(host: str, port: int, ipv6: bool) -> socket.socket:
@@ -66,7 +74,9 @@ class MediaPort:
         self._timer_at = float("inf")
         self._slow: deque[tuple] = deque()  # datagrams for the manager, oldest first
         self._drained_at = 0.0  # perf_counter() of the last drain
+        self._poll_after = MEDIA_POLL_BUDGET_S  # Python time owed before the next drain
         self._handling = False  # inside _handle_slow (drains then only queue)
+        self._continue: asyncio.Handle | None = None  # _handle_slow scheduled for the next iteration
         self.media_polls = 0  # drains made in the middle of Python work
 
     def start(self, manager: SessionManager) -> None:
@@ -80,6 +90,9 @@ class MediaPort:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._continue is not None:
+            self._continue.cancel()
+            self._continue = None
         try:
             self.loop.remove_reader(self.sock.fileno())
         except (ValueError, OSError):
@@ -89,14 +102,16 @@ class MediaPort:
 
     def _drain(self) -> None:
         """Forward the media waiting in the socket; queue what the manager must handle."""
+        started = time.perf_counter()
         slow = self.router.on_readable(self.loop.time())
         self._drained_at = time.perf_counter()
+        self._poll_after = max(MEDIA_POLL_BUDGET_S, (self._drained_at - started) * CONTROL_SHARE)
         if slow:
             self._slow.extend(slow)
 
     def poll_media(self) -> None:
-        """Called between units of Python work: drain the socket if the budget is spent."""
-        if time.perf_counter() - self._drained_at >= MEDIA_POLL_BUDGET_S:
+        """Called between units of Python work: drain the socket if Python had its share."""
+        if time.perf_counter() - self._drained_at >= self._poll_after:
             self.media_polls += 1
             self._drain()
 
@@ -106,13 +121,16 @@ class MediaPort:
             self._handle_slow()
 
     def _handle_slow(self) -> None:
+        """Handle the control datagrams queued now (not those that arrive meanwhile: they wait for
+        the next loop iteration, after HTTP and the other callbacks)."""
+        self._continue = None
         if self._handling:
             return
         self._handling = True
         manager = self.manager
         queue = self._slow
         try:
-            while queue:
+            for _ in range(len(queue)):
                 kind, endpoint, data, addr = queue.popleft()
                 manager.handle_datagram(kind, endpoint, data, addr, self.loop.time())
                 self.poll_media()
@@ -120,6 +138,8 @@ class MediaPort:
             self._handling = False
         self.flush()
         self.arm_timer()
+        if queue and self._continue is None:
+            self._continue = self.loop.call_soon(self._handle_slow)
 
     def _on_timer(self) -> None:
         self._timer = None
