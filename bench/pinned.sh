@@ -18,14 +18,14 @@ HTTP=${PORTS% *}
 UDP=${PORTS#* }
 # shellcheck disable=SC2086
 taskset -c "$SERVER_CPU" .venv/bin/sfu serve --http-host 127.0.0.1 --http-port "$HTTP" --udp-port "$UDP" \
-  --public-ip 127.0.0.1 --token-secret "$SECRET" --log-level warning ${SERVER_ARGS:-} > /dev/null &
+  --public-ip 127.0.0.1 --token-secret="$SECRET" --log-level warning ${SERVER_ARGS:-} > /dev/null &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', $HTTP), 0.2)" 2>/dev/null && break
   sleep 0.1
 done
-TOKEN=$(.venv/bin/sfu token --stream '*' --publish --subscribe --secret "$SECRET")
+TOKEN=$(.venv/bin/sfu token --stream '*' --publish --subscribe --secret="$SECRET")
 taskset -c "$TOOL_CPUS" .venv/bin/sfu bench --whip "http://127.0.0.1:$HTTP/whip/bench-{i}" \
   --whep "http://127.0.0.1:$HTTP/whep/bench-{i}" --token "$TOKEN" --server-pid "$SERVER" \
   --quiet --json "$@" > "$OUT"

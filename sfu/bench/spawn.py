@@ -58,7 +58,7 @@ async def spawn_server(http_port: int = 0, udp_port: int = 0, extra_args: list[s
     secret = secrets.token_urlsafe(32)
     argv = [
         sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", str(http_port),
-        "--udp-port", str(udp_port), "--public-ip", "127.0.0.1", "--token-secret", secret,
+        "--udp-port", str(udp_port), "--public-ip", "127.0.0.1", f"--token-secret={secret}",  # = : a secret may start with "-"
         "--log-level", "warning", *(extra_args or []),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}  # no user configuration
