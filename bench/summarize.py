@@ -38,6 +38,17 @@ def scale_row(n, r, floor_lo: float | None, floor_hi: float | None) -> str:
             f" {fmt(r['load_tool'].get('cpu_pct'))} |")
 
 
+def storm_line(name: str, storm: dict | None) -> None:
+    if not storm:
+        return
+    v, j, s = storm["viewers"], storm["join"], storm["server"]
+    print(f"\n{name}: 1000 over {j['ramp_s']} s, top layer {storm['config']['bitrate']} bit/s: connected"
+          f" {v['connected']}, failed {v['failed']} {v['errors']}, with media {v['with_media']}, within"
+          f" {j['deadline_s']} s: {j['media_within_deadline']}; connect {j['connect_s']}, first media"
+          f" {j['first_media_s']}; server CPU {s.get('cpu_pct')} %, tool CPU {storm['load_tool'].get('cpu_pct')} %,"
+          f" RSS {s.get('rss_mib_window_end')} MiB, out pps {storm['packets']['out_pps']}")
+
+
 HEADER = ("| viewers | connected | out pps | server CPU % | out-packets / CPU-s | / floor | µs / out-packet |"
           " latency p50 / p95 / p99 ms | loss % | RSS end MiB | RSS / viewer KiB | tool CPU % |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -75,13 +86,8 @@ def main(profiles: list[str]) -> None:
             print(f"\n10 publishers: RSS idle {s.get('rss_mib_idle')} MiB -> {s.get('rss_mib_publishers')} MiB: "
                   f"{s.get('rss_kib_per_publisher')} KiB per stream (after 1.5 s); end of window "
                   f"{s.get('rss_mib_window_end')} MiB")
-        storm = load(f"storm-{p}-1000.json")
-        if storm:
-            v, j, s = storm["viewers"], storm["join"], storm["server"]
-            print(f"\nstorm 1000 over {j['ramp_s']} s: connected {v['connected']}, failed {v['failed']} {v['errors']},"
-                  f" with media {v['with_media']}, within {j['deadline_s']} s: {j['media_within_deadline']};"
-                  f" connect {j['connect_s']}, first media {j['first_media_s']}; server CPU {s.get('cpu_pct')} %,"
-                  f" RSS {s.get('rss_mib_window_end')} MiB, out pps {storm['packets']['out_pps']}")
+        for storm_name in (f"storm-{p}-1000", f"stormlow-{p}-1000"):
+            storm_line(storm_name, load(f"{storm_name}.json"))
         pinned = [(name, load(f"{name}.json")) for name in (
             f"pin-{p}-50", f"pin-{p}-50-paced", f"pin-{p}-100", f"pin-{p}-100-paced", f"pin-{p}-200",
             f"pin-{p}-200-paced", f"pinmulti-{p}-200")]
