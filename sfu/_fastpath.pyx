@@ -100,6 +100,7 @@ DEF SEND_BATCH = 256           # outgoing datagrams queued before a sendmmsg
 DEF GSO_MAX_SEGMENTS = 64      # UDP_MAX_SEGMENTS of older kernels
 DEF GSO_MAX_BYTES = 60000      # one GSO send stays below the 64 KiB UDP datagram limit
 DEF GSO_CTRL = 32              # bytes of control buffer per GSO message (CMSG_SPACE(2) is 24)
+DEF GSO_MAX_REFUSALS = 8       # refused GSO sends (each resent plain) before GSO is turned off
 DEF SOL_UDP_ = 17
 DEF UDP_SEGMENT_ = 103         # linux/udp.h: segment size for a GSO send (Linux >= 4.18)
 DEF MAX_DGRAM = 1500           # receive buffer per datagram (larger datagrams are truncated: dropped)
@@ -1536,8 +1537,10 @@ cdef class Router:
     cpdef int flush(self):
         """Send every queued datagram: one sendmmsg per up to SEND_BATCH messages, where a run of
         datagrams to one address, all of one size but the last (shorter or equal), is a single
-        UDP GSO message (UDP_SEGMENT; the kernel splits it). When the kernel refuses GSO on this
-        path (EIO/EINVAL: no checksum offload, old kernel), GSO is turned off and counted."""
+        UDP GSO message (UDP_SEGMENT; the kernel splits it). When the kernel refuses a GSO send
+        (EINVAL: e.g. a segment larger than that route's MTU allows, an old kernel; EIO: no
+        checksum offload on the route), the rest of this flush goes one datagram per message and
+        the refusal is counted; after GSO_MAX_REFUSALS refusals GSO is turned off."""
         cdef int sent, start = 0, rc, ng = 0, i, j, seg, namelen
         cdef size_t total
         cdef msghdr *h
@@ -1593,9 +1596,9 @@ cdef class Router:
                 if err == EINTR:
                     continue
                 if self.gcount[start] > 1 and (err == EIO or err == EINVAL or err == ENOPROTOOPT):
-                    # no GSO on this path: from now on one datagram per message; this run too
-                    self.gso = False
                     self.gso_failures += 1
+                    if self.gso_failures >= GSO_MAX_REFUSALS:
+                        self.gso = False
                     self._send_plain(self.gfirst[start], self.npending - self.gfirst[start])
                     break
                 # EAGAIN / ENOBUFS / unreachable: the first message failed; drop it, counted.
