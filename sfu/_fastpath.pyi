@@ -63,6 +63,7 @@ class Endpoint:
     rtcp_in: int
     rtcp_out: int
     srtp_auth_failures: int
+    gso_refused: bool  # the kernel refused a GSO send to this path: plain sends only
     unbound_packets: int
     twcc_written: int
     twcc_read: int

@@ -100,7 +100,7 @@ DEF SEND_BATCH = 256           # outgoing datagrams queued before a sendmmsg
 DEF GSO_MAX_SEGMENTS = 64      # UDP_MAX_SEGMENTS of older kernels
 DEF GSO_MAX_BYTES = 60000      # one GSO send stays below the 64 KiB UDP datagram limit
 DEF GSO_CTRL = 32              # bytes of control buffer per GSO message (CMSG_SPACE(2) is 24)
-DEF GSO_MAX_REFUSALS = 8       # refused GSO sends (each resent plain) before GSO is turned off
+DEF GSO_MAX_REFUSALS = 64      # refused GSO sends (each peer's path once) before GSO is off for all
 DEF SOL_UDP_ = 17
 DEF UDP_SEGMENT_ = 103         # linux/udp.h: segment size for a GSO send (Linux >= 4.18)
 DEF MAX_DGRAM = 1500           # receive buffer per datagram (larger datagrams are truncated: dropped)
@@ -476,6 +476,7 @@ cdef class Endpoint:
     cdef public uint64_t twcc_next           # next transport-wide sequence number we send
     cdef public uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, rtcp_in, rtcp_out
     cdef public uint64_t srtp_auth_failures, unbound_packets
+    cdef public bint gso_refused              # the kernel refused a GSO send to this peer's path
     # transport-wide CC arrivals of incoming media (draft-holmer-rmcat-transport-wide-cc-extensions)
     cdef int twcc_id                          # the peer's id for the transport-cc extension (0: none)
     cdef uint16_t *twcc_seq                  # TWCC_RING arrivals, allocated by set_transport_cc
@@ -904,6 +905,8 @@ cdef class Router:
     cdef sockaddr_storage saddrs[SEND_BATCH]
     cdef uint8_t *sbuf
     cdef int npending
+    cdef PyObject *sendto_ep[SEND_BATCH]     # the Endpoint of each queued datagram (borrowed: the
+                                             # queue is flushed before any Python code runs)
     cdef mmsghdr gmsgs[SEND_BATCH]
     cdef int gfirst[SEND_BATCH]
     cdef int gcount[SEND_BATCH]
@@ -1521,6 +1524,7 @@ cdef class Router:
             o.keyframes_forwarded += 1
         self.siov[self.npending].iov_len = out_len
         memcpy(&self.saddrs[self.npending], &ep.path, ep.path_len)
+        self.sendto_ep[self.npending] = <PyObject *>ep
         self.smsgs[self.npending].msg_hdr.msg_namelen = ep.path_len
         self.npending += 1
         ep.tx_packets += 1
@@ -1539,8 +1543,9 @@ cdef class Router:
         datagrams to one address, all of one size but the last (shorter or equal), is a single
         UDP GSO message (UDP_SEGMENT; the kernel splits it). When the kernel refuses a GSO send
         (EINVAL: e.g. a segment larger than that route's MTU allows, an old kernel; EIO: no
-        checksum offload on the route), the rest of this flush goes one datagram per message and
-        the refusal is counted; after GSO_MAX_REFUSALS refusals GSO is turned off."""
+        checksum offload on the route), the rest of this flush goes one datagram per message, the
+        refusal is counted and that peer gets no GSO from then on; after GSO_MAX_REFUSALS
+        refusals GSO is off for everyone."""
         cdef int sent, start = 0, rc, ng = 0, i, j, seg, namelen
         cdef size_t total
         cdef msghdr *h
@@ -1558,7 +1563,7 @@ cdef class Router:
             seg = <int>self.siov[i].iov_len
             namelen = self.smsgs[i].msg_hdr.msg_namelen
             j = i + 1
-            if self.gso:
+            if self.gso and not (<Endpoint>self.sendto_ep[i]).gso_refused:
                 total = seg
                 while (j < self.npending and j - i < GSO_MAX_SEGMENTS and <int>self.siov[j].iov_len <= seg
                        and total + self.siov[j].iov_len <= GSO_MAX_BYTES
@@ -1596,6 +1601,10 @@ cdef class Router:
                 if err == EINTR:
                     continue
                 if self.gcount[start] > 1 and (err == EIO or err == EINVAL or err == ENOPROTOOPT):
+                    # this path takes no GSO (its MTU, no offload, an old kernel): plain from now
+                    # on for this peer, for everyone after GSO_MAX_REFUSALS; the rest of this
+                    # flush goes plain
+                    (<Endpoint>self.sendto_ep[self.gfirst[start]]).gso_refused = True
                     self.gso_failures += 1
                     if self.gso_failures >= GSO_MAX_REFUSALS:
                         self.gso = False

@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="udp_gso",
         action="store_false",
         default=None,
-        help="send every media packet as its own datagram (no UDP GSO; GSO also turns itself off "
-        "after the kernel refused it 8 times)",
+        help="send every media packet as its own datagram (no UDP GSO; without this flag GSO is "
+        "still skipped for a viewer whose path the kernel refused it for)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
     serve.set_defaults(func=_cmd_serve)

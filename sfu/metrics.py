@@ -31,7 +31,8 @@ class ServerCollector:
         yield volume
         gso = CounterMetricFamily(
             "sfu_udp_gso", "UDP GSO on the media port: sends that carried several datagrams, the datagrams "
-            "they carried, and refusals by the kernel (each resent one datagram per message; after 8, GSO is off)", labels=["event"],
+            "they carried, and refusals by the kernel (resent one datagram per message; that peer's path gets no GSO "
+            "from then on, and after 64 refusals no path does)", labels=["event"],
         )
         gso.add_metric(["sends"], router.gso_sends)
         gso.add_metric(["segments"], router.gso_segments)
