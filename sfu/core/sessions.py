@@ -675,14 +675,18 @@ class SessionManager:
             else:
                 heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
         self.repair.poll(now)  # NACKs towards publishers that are due
+        self.media_poll()
         if now >= self._next_tick:
             self._next_tick = now + TICK_S
             self._poll_keyframes(now)
+            self.media_poll()
             self.simulcast.tick(now)
         if now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL_S
             self._reports(now)
+            self.media_poll()
             self._poll_gates(now)
+            self.media_poll()
             self.repair.update_rates(now)
 
     def _poll_gates(self, now: float) -> None:

@@ -252,6 +252,7 @@ class SimulcastControl:
         return rest
 
     def tick(self, now: float) -> None:
+        media_poll = self.manager.media_poll  # forward waiting media between units (sfu.io.udp)
         if now >= self.next_feedback:
             self.next_feedback = now + FEEDBACK_INTERVAL_S
             self._publisher_feedback(now)
@@ -261,6 +262,7 @@ class SimulcastControl:
                 for layer in track.layers:
                     self.meter(track, layer).sample(now)
                     live.add(id(layer.stream))
+            media_poll()
         for key in [k for k in self.meters if k not in live]:
             del self.meters[key]
         self._refresh_options(now)
@@ -276,10 +278,9 @@ class SimulcastControl:
             viewer = self.viewers.get(self._sweep.pop())
             if viewer is not None:
                 self._busy[viewer.session.id] = viewer
-        media_poll = self.manager.media_poll
         for viewer in list(self._busy.values()):
             self._settle(viewer, self._decide(viewer, now))
-            media_poll()  # forward waiting media between viewers (sfu.io.udp)
+            media_poll()
 
     def _refresh_options(self, now: float) -> None:
         """Rank every video track's layers once per tick (the meters were just sampled); wake the
@@ -306,12 +307,16 @@ class SimulcastControl:
                     viewer = self.viewers.get(session.id)
                     if viewer is not None:
                         self._busy[session.id] = viewer
+            self.manager.media_poll()
         self._tracks = seen
 
     def _recheck(self, st, track_id: int, options: _TrackOptions, now: float) -> None:
         """New bitrates, same layers: settled viewers of the track check their band again."""
         busy = self._busy
-        for session in st.viewers:
+        media_poll = self.manager.media_poll
+        for i, session in enumerate(st.viewers):
+            if i % 64 == 63:
+                media_poll()
             viewer = self.viewers.get(session.id)
             if viewer is None or session.id in busy or viewer.track_id != track_id:
                 continue
@@ -347,6 +352,7 @@ class SimulcastControl:
                     self.manager._send_rtcp(session, packets[i : i + 4])
                 if packets:
                     self.manager.counters["twcc-feedback-sent"] += len(packets)
+                self.manager.media_poll()
             elif pub.remb and now >= pub.next_remb and media_ssrc:
                 pub.next_remb = now + REMB_INTERVAL_S
                 ssrcs = [layer.ssrc for t in session.stream.tracks if t.kind == "video" for layer in t.layers]
