@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from sfu.wire.codecs import h264_sps_resolution
+
 PROBE_MAGIC = b"\xa5\x5a\x5f\x54"
 _PROBE = struct.Struct("!QIB")
 PROBE_LENGTH = len(PROBE_MAGIC) + _PROBE.size  # 17
@@ -221,84 +223,19 @@ def h264_pps() -> bytes:
     return b"\x68" + w.rbsp()
 
 
-class _BitReader:
-    def __init__(self, data: bytes) -> None:
-        self.bits = "".join(f"{b:08b}" for b in data)
-        self.pos = 0
-
-    def u(self, count: int) -> int:
-        value = int(self.bits[self.pos : self.pos + count] or "0", 2)
-        self.pos += count
-        return value
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.bits[self.pos + zeros] == "0":
-            zeros += 1
-        value = int(self.bits[self.pos + zeros : self.pos + 2 * zeros + 1], 2) - 1
-        self.pos += 2 * zeros + 1
-        return value
-
-
-def h264_sps_size(sps: bytes) -> tuple[int, int] | None:
-    """(width, height) from an SPS NAL unit (H.264 §7.3.2.1.1), None when it uses what this
-    reader skips (scaling matrices, pic_order_cnt_type 1)."""
-    try:
-        raw = sps[1:].replace(b"\x00\x00\x03", b"\x00\x00")
-        r = _BitReader(raw)
-        profile_idc = r.u(8)
-        r.u(16)  # constraint flags, level_idc
-        r.ue()  # seq_parameter_set_id
-        chroma_format_idc = 1
-        if profile_idc in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
-            chroma_format_idc = r.ue()
-            if chroma_format_idc == 3:
-                r.u(1)
-            r.ue()
-            r.ue()
-            r.u(1)
-            if r.u(1):  # seq_scaling_matrix_present_flag
-                return None
-        r.ue()  # log2_max_frame_num_minus4
-        poc_type = r.ue()
-        if poc_type == 0:
-            r.ue()
-        elif poc_type == 1:
-            return None
-        r.ue()  # max_num_ref_frames
-        r.u(1)
-        width_mbs = r.ue() + 1
-        height_units = r.ue() + 1
-        frame_mbs_only = r.u(1)
-        if not frame_mbs_only:
-            r.u(1)
-        r.u(1)  # direct_8x8_inference_flag
-        width = width_mbs * 16
-        height = height_units * 16 * (2 - frame_mbs_only)
-        if r.u(1):  # frame_cropping_flag
-            crop_x = 2 if chroma_format_idc in (1, 2) else 1
-            crop_y = (2 if chroma_format_idc == 1 else 1) * (2 - frame_mbs_only)
-            left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
-            width -= crop_x * (left + right)
-            height -= crop_y * (top + bottom)
-        return width, height
-    except (IndexError, ValueError):
-        return None
-
-
 def h264_keyframe_size(payload: bytes) -> tuple[int, int] | None:
     """Size from the SPS in a single-NAL or STAP-A payload, if there is one."""
     if not payload:
         return None
     nal_type = payload[0] & 0x1F
     if nal_type == 7:
-        return h264_sps_size(payload)
+        return h264_sps_resolution(payload)
     if nal_type == 24:
         pos = 1
         while pos + 3 <= len(payload):
             size = (payload[pos] << 8) | payload[pos + 1]
             if payload[pos + 2] & 0x1F == 7:
-                return h264_sps_size(payload[pos + 2 : pos + 2 + size])
+                return h264_sps_resolution(payload[pos + 2 : pos + 2 + size])
             pos += 2 + size
     return None
 

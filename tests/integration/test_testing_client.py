@@ -16,6 +16,8 @@ import time
 import pytest
 from aiohttp import web
 
+from sfu.wire.codecs import h264_sps_resolution
+
 from sfu.core.certificate import Certificate
 from sfu.core.dtls import DtlsConnected, DtlsEndpoint
 from sfu.testing import PacketPublisher, PacketViewer, WhepError, media
@@ -117,7 +119,7 @@ def test_h264_sps_encodes_the_layer_size(size: tuple[int, int]) -> None:
     sps = media.h264_sps(*size)
     assert sps[:4] == b"\x67\x42\xe0\x1f"
     assert _sps_size(sps) == size
-    assert media.h264_sps_size(sps) == size
+    assert h264_sps_resolution(sps) == size
 
 
 def test_h264_keyframe_is_stap_a_then_fu_a_idr() -> None:

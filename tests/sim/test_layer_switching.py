@@ -12,7 +12,8 @@ import pytest
 
 from sfu import _fastpath
 from sfu._fastpath import InStream, OutTrack, Router, SrtpContext, srtp_key_lengths
-from sfu.core.layers import LayerMeter, h264_sps_resolution, rank, timestamp_hint
+from sfu.core.layers import LayerMeter, rank, timestamp_hint
+from sfu.wire.codecs import h264_sps_resolution
 from sfu.core.stream import SenderReportInfo
 from sfu.testing import media
 from sfu.wire import rtcp
