@@ -13,9 +13,6 @@ source address alone never moves the media path:
   recently validated other address that is still alive; if none is alive, ConsentExpired.
 - no valid check at all within `connect_timeout` of creation: ConsentExpired.
 We are ICE-lite, hence always controlled: a peer claiming ICE-CONTROLLED gets 487.
-A server that fell behind finds a joining client's checks queued every 50 ms; a repeat from an
-address answered within `COALESCE_S` is dropped unanswered (`drops["coalesced"]`) unless it could
-move the path (see COALESCE_S).
 """
 
 from __future__ import annotations
@@ -26,12 +23,6 @@ from dataclasses import dataclass
 from sfu.wire import stun
 
 CONNECT_TIMEOUT_S = 20.0  # no valid check at all since creation: the client never came
-# A check from an address answered less than this ago is a duplicate out of a backlog: browsers
-# pace checks at >= 48 ms (libwebrtc's weak ping interval), so only a server that fell behind sees
-# two this close, and answering every one of them is work that makes it fall further behind. The
-# client already has (or will have) the answer to the earlier one. Never applied to a check that
-# could move the path (USE-CANDIDATE towards an address that is not the nominated one).
-COALESCE_S = 0.02
 CONSENT_TIMEOUT_S = 20.0  # RFC 7675 §5.1: consent expires 30 s after the last response at
 # the latest; browsers check every ~0.5-2.5 s, so 20 s of silence means gone
 
@@ -75,20 +66,17 @@ class IceLite:
         now: float,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         consent_timeout: float = CONSENT_TIMEOUT_S,
-        coalesce: float = COALESCE_S,
     ) -> None:
         self._creds = _Credentials(local_ufrag, local_pwd, remote_ufrag, remote_pwd)
         self._previous: _Credentials | None = None  # accepted until the new ones are used
         self.connect_timeout = connect_timeout
         self.consent_timeout = consent_timeout
-        self.coalesce = coalesce
         self.selected: Address | None = None
         self.nominated = False
         self.expired = False
         self.drops: collections.Counter[str] = collections.Counter()
         self._created = now
         self._last_valid: dict[Address, float] = {}
-        self._answered: dict[Address, float] = {}  # address -> when a valid check from it was answered
         self._events: list[IceEvent] = []
 
     @property
@@ -118,13 +106,6 @@ class IceLite:
         else:
             self.drops["bad-username"] += 1
             return None
-        answered = self._answered.get(addr)
-        if (
-            answered is not None and now - answered < self.coalesce
-            and ((self.nominated and self.selected == addr) or not _has_use_candidate(data))
-        ):
-            self.drops["coalesced"] += 1  # see COALESCE_S; nothing about the peer changes
-            return None
         try:
             request = stun.parse_binding_request(data, creds.local_pwd)
         except stun.StunError as exc:
@@ -142,7 +123,6 @@ class IceLite:
             self._select(addr)
         elif self.selected is None:
             self._select(addr)
-        self._answered[addr] = now
         return stun.binding_success(request, (addr[0], addr[1]), creds.local_pwd)
 
     def handle_timer(self, now: float) -> None:
@@ -159,7 +139,6 @@ class IceLite:
                 return
             self._select(max(alive, key=lambda a: alive[a]))
         self._last_valid = alive  # forget addresses whose consent has lapsed
-        self._answered = {a: t for a, t in self._answered.items() if a in alive}
 
     def restart(
         self,
@@ -216,22 +195,4 @@ class IceLite:
         self.expired = True
         self.selected = None
         self._last_valid.clear()
-        self._answered.clear()
         self._events.append(ConsentExpired(reason))
-
-
-_STUN_HEADER = 20  # RFC 8489 §5
-_USE_CANDIDATE = 0x0025  # RFC 8445 §16.1
-
-
-def _has_use_candidate(data: bytes) -> bool:
-    """Whether the request carries USE-CANDIDATE (RFC 8445 §7.1.2), read before authenticating:
-    it only decides whether a duplicate may be skipped, never what the check does."""
-    end = min(len(data), _STUN_HEADER + int.from_bytes(data[2:4], "big"))
-    pos = _STUN_HEADER
-    while pos + 4 <= end:
-        kind = int.from_bytes(data[pos : pos + 2], "big")
-        if kind == _USE_CANDIDATE:
-            return True
-        pos += 4 + ((int.from_bytes(data[pos + 2 : pos + 4], "big") + 3) & ~3)  # 32-bit aligned
-    return False
