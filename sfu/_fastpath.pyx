@@ -906,7 +906,8 @@ cdef class Router:
     cdef uint8_t *sbuf
     cdef int npending
     cdef PyObject *sendto_ep[SEND_BATCH]     # the Endpoint of each queued datagram (borrowed: the
-                                             # queue is flushed before any Python code runs)
+                                             # queue is flushed before any Python code runs, so a
+                                             # peer's path cannot change within a flush)
     cdef mmsghdr gmsgs[SEND_BATCH]
     cdef int gfirst[SEND_BATCH]
     cdef int gcount[SEND_BATCH]
@@ -1567,8 +1568,7 @@ cdef class Router:
                 total = seg
                 while (j < self.npending and j - i < GSO_MAX_SEGMENTS and <int>self.siov[j].iov_len <= seg
                        and total + self.siov[j].iov_len <= GSO_MAX_BYTES
-                       and <int>self.smsgs[j].msg_hdr.msg_namelen == namelen
-                       and memcmp(&self.saddrs[j], &self.saddrs[i], namelen) == 0):
+                       and self.sendto_ep[j] == self.sendto_ep[i]):   # one peer: one path
                     total += self.siov[j].iov_len
                     j += 1
                     if <int>self.siov[j - 1].iov_len < seg:

@@ -244,11 +244,8 @@ class SimulcastControl:
                 session.rtcp_in["malformed-twcc"] += summary.malformed
             if summary.matched:
                 viewer.control.on_feedback_summary(summary, now)
-                if session.id not in self._busy:
-                    options = self._tracks.get(viewer.track_id)
-                    if options is None or options.version != viewer.version \
-                            or not viewer.control.settled(now, options.needs):
-                        self._busy[session.id] = viewer
+                if session.id not in self._busy and not self._still_settled(viewer, self._tracks.get(viewer.track_id), now):
+                    self._busy[session.id] = viewer
         return rest
 
     def tick(self, now: float) -> None:
@@ -314,14 +311,19 @@ class SimulcastControl:
         """New bitrates, same layers: settled viewers of the track check their band again."""
         busy = self._busy
         media_poll = self.manager.media_poll
-        for i, session in enumerate(st.viewers):
-            if i % 64 == 63:
-                media_poll()
+        for session in st.viewers:
             viewer = self.viewers.get(session.id)
             if viewer is None or session.id in busy or viewer.track_id != track_id:
                 continue
-            if viewer.version != options.version or not viewer.control.settled(now, options.needs):
+            if not self._still_settled(viewer, options, now):
                 busy[session.id] = viewer
+            media_poll()
+
+    @staticmethod
+    def _still_settled(viewer: _Viewer, options: _TrackOptions | None, now: float) -> bool:
+        """Whether a resting viewer's last decision still stands against its track's ranking."""
+        return (options is not None and options.version == viewer.version
+                and viewer.control.settled(now, options.needs))
 
     def _settle(self, viewer: _Viewer, rest: bool) -> None:
         """After a decision: keep the viewer busy, or let it rest until an event (see the module
