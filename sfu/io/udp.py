@@ -123,7 +123,9 @@ class MediaPort:
     def _handle_slow(self) -> None:
         """Handle the control datagrams queued now (not those that arrive meanwhile: they wait for
         the next loop iteration, after HTTP and the other callbacks)."""
-        self._continue = None
+        if self._continue is not None:  # called directly while a continuation waits: it is this
+            self._continue.cancel()
+            self._continue = None
         if self._handling:
             return
         self._handling = True
