@@ -274,6 +274,8 @@ class FeedbackAggregator:
         """(summary of the compound's transport-cc packets or None, the other packets or None)."""
         ...
 
+# ---- the estimator's windows (_estimator.pxi) -------------------------------------------------
+
 class EstimatorWindows:
     """Per-burst part of a viewer's send-side estimate (sfu/core/bwe_reference.py is its twin)."""
 

@@ -14,7 +14,7 @@ now)` with matched per-packet records (tests, simulations: summarised here by th
 `twcc.SummaryBuilder`, the same contract), and `start_probe(...)`. Outputs: `estimate_bps`,
 `acked_bps`, `signal`, `take_probe_result()`. Sans-IO: no clock, no socket. The per-burst work
 (trendline, acknowledged rate, delivery ratio, loss fraction) is one call into C per feedback
-(`_fastpath.EstimatorWindows`, sfu/_twcc.pxi; its Python twin is `bwe_reference.ReferenceWindows`);
+(`_fastpath.EstimatorWindows`, sfu/_estimator.pxi; its Python twin is `bwe_reference.ReferenceWindows`);
 what is left here runs once per feedback: AIMD, the loss bound, probes.
 """
 

@@ -1,4 +1,4 @@
-"""The pure-Python reference of the estimator's windows (`_fastpath.EstimatorWindows`, sfu/_twcc.pxi).
+"""The pure-Python reference of the estimator's windows (`_fastpath.EstimatorWindows`, sfu/_estimator.pxi).
 
 What `SendSideBwe` (sfu/core/bwe.py) does per send burst of a feedback summary: the GCC trendline
 (inter-group delay variation, least-squares slope, overuse detector with an adaptive threshold,
