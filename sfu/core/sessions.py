@@ -1,10 +1,12 @@
 """The session manager: WHIP/WHEP sessions, their peers, streams and the RTCP each leg gets.
 
-Inputs: the signalling calls of `sfu.io.session_api.SessionApi` (publish, view, delete, patch),
-`handle_datagram(kind, endpoint, data, addr, now)` for what the fast path hands over (STUN, DTLS,
-SRTCP, RTP with an unbound SSRC), and `handle_timer(now)`. Outputs: `take_datagrams()` (what to
-send, already protected where needed) and `next_deadline()`. It never touches a socket or a clock:
-the asyncio shell (`sfu.io.udp`) passes `now` and does the sending.
+Inputs: the signalling calls of `sfu.io.session_api.SessionApi` (publish, admit_viewer + view,
+delete, patch), `handle_datagram(kind, endpoint, data, addr, now)` for what the fast path hands over
+(STUN, DTLS, SRTCP, RTP with an unbound SSRC), and `handle_timer(now)`. Outputs: `take_datagrams()`
+(what to send, already protected where needed), `next_deadline()`, and the name of each stream that
+goes live, told to the live listeners (`add_live_listener`). It never touches a socket, a clock or
+an event loop: the asyncio shells pass `now` and do the sending (`sfu.io.udp`) and hold WHEP
+requests open while they wait for a publisher (`sfu.io.live_wait`).
 
 The server ends every RTP/RTCP leg (DESIGN.md): towards publishers it is the receiver (its own
 receiver reports, keyframe requests), towards viewers the sender (its own sender reports with the
@@ -13,7 +15,6 @@ viewer's SSRC and translated timestamps).
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import logging
@@ -99,7 +100,7 @@ class SessionManager:
         self._requesting: set[int] = set()
         self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
-        self._live_waiters: dict[str, asyncio.Event] = {}
+        self._live_listeners: list[Callable[[str], None]] = []
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.on_wakeup: Callable[[], None] | None = None
         # called between sessions in the timer sweeps: the shell forwards waiting media there
@@ -166,30 +167,46 @@ class SessionManager:
         for viewer in list(st.viewers):
             for sub in viewer.subscriptions:
                 sub.detach()
-        waiter = self._live_waiters.pop(stream, None)
-        if waiter is not None:
-            waiter.set()
+        for listener in list(self._live_listeners):  # WHEP requests waiting for this publisher
+            listener(stream)
         self.counters["publish-sessions"] += 1
         log.info("publish %s session %s: %s", stream, session_id,
                  ", ".join(f"{t.kind}/{t.codec.name}{'/' + ','.join(t.rids) if t.rids else ''}" for t in answer.tracks))
         return Created(session_id, answer.sdp, session.etag)
 
-    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+    def add_live_listener(self, listener: Callable[[str], None]) -> None:
+        """`listener(stream)` is called with a stream's name each time a publisher makes it live (the
+        HTTP shell releases the WHEP requests waiting for that stream)."""
+        self._live_listeners.append(listener)
+
+    def admit_viewer(self, stream: str) -> float | None:
+        """A WHEP POST's first step: Overloaded at a session or viewer limit; for a stream that is
+        not live, Conflict (409 + Retry-After, counted) unless `config.whep_wait_for_publisher` is
+        set. Returns None when the stream is live, else how long (s) the request may wait for a
+        publisher: the shell holds it until a live listener hears the stream's name and then calls
+        `view`, or at the deadline raises `live_wait_expired(stream)`. Limits are not checked again
+        after the wait."""
         st = self.streams.get(stream)
         self._check_limits(st)
+        if st is not None and st.live:
+            return None
+        if not self.config.whep_wait_for_publisher:
+            self.counters["rejected-not-live"] += 1
+            raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
+        return self.config.whep_wait_timeout
+
+    def live_wait_expired(self, stream: str) -> Conflict:
+        """The error for a WHEP request that waited `admit_viewer`'s time and no publisher came."""
+        self.counters["rejected-not-live"] += 1
+        return Conflict(f"stream {stream!r} did not go live in time", retry_after=NOT_LIVE_RETRY_AFTER_S)
+
+    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+        """A WHEP POST's second step, after `admit_viewer` (and the wait it asked for): the viewer
+        session. Conflict if the stream is not live (its publisher left before a waiting request
+        resumed)."""
+        st = self.streams.get(stream)
         if st is None or not st.live:
-            if not self.config.whep_wait_for_publisher:
-                self.counters["rejected-not-live"] += 1
-                raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
-            event = self._live_waiters.setdefault(stream, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), self.config.whep_wait_timeout)
-            except TimeoutError:
-                self.counters["rejected-not-live"] += 1
-                raise Conflict(f"stream {stream!r} did not go live in time", retry_after=NOT_LIVE_RETRY_AFTER_S) from None
-            st = self.streams.get(stream)
-            if st is None or not st.live:
-                raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
+            raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
         now = self.clock()
         session_id = secrets.token_urlsafe(12)
         ufrag_pwd = self._fresh_credentials()

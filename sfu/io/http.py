@@ -2,10 +2,12 @@
 
 No protocol decisions here. Each request is validated (stream name, token, media type, size,
 encoding) and handed to a `SessionApi`; `SfuError`s become their status with a `text/plain` reason
-and `Retry-After` when set. What real clients need (DESIGN.md "Interop rules"): exactly 201 with an
-absolute Location and a quoted strong ETag on success; `application/sdp` accepted with parameters;
-`Authorization` with or without `Bearer `; idempotent DELETE (200); 415 for a wrong media type; never
-406 on WHEP; CORS on every response so browser pages on other origins can publish and watch.
+and `Retry-After` when set. A WHEP POST for a stream that is not live is held open here
+(`LiveWaiters`) when and for as long as the session manager says. What real clients need (DESIGN.md
+"Interop rules"): exactly 201 with an absolute Location and a quoted strong ETag on success;
+`application/sdp` accepted with parameters; `Authorization` with or without `Bearer `; idempotent
+DELETE (200); 415 for a wrong media type; never 406 on WHEP; CORS on every response so browser pages
+on other origins can publish and watch.
 
 Every response is counted by route and status (`sfu_http_responses_total`), every rejected request by
 reason (`sfu_http_rejected_total`).
@@ -34,6 +36,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization, verify
+from .live_wait import LiveWaiters
 from .session_api import Created, SessionApi
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,8 @@ def build_app(
     )
     rejected = Counter("sfu_http_rejected", "HTTP requests rejected, by reason", ["reason"], registry=registry)
     links = ice_server_links(config.ice_servers)
+    live = LiveWaiters()  # WHEP requests held open for a publisher (whep_wait_for_publisher)
+    api.add_live_listener(live.went_live)
 
     # -- cross-cutting: errors, CORS, counting -------------------------------------------------
 
@@ -200,6 +205,9 @@ def build_app(
         if kind == "whip":
             created = await api.publish(stream, offer, participant)
         else:
+            wait_s = api.admit_viewer(stream)
+            if wait_s is not None and not await live.wait(stream, wait_s):
+                raise api.live_wait_expired(stream)
             created = await api.view(stream, offer, participant, dict(request.query))
         headers = CIMultiDict(
             {

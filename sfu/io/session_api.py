@@ -12,9 +12,11 @@ is passed as written and so never matches (RFC 9110 §13.1.1 uses the strong com
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from ..errors import SfuError
 
 Kind = Literal["whip", "whep"]
 
@@ -42,9 +44,25 @@ class SessionApi(Protocol):
         Overloaded (limits)."""
         ...
 
+    def admit_viewer(self, stream: str) -> float | None:
+        """WHEP POST, first step: raises Overloaded, or Conflict + retry_after for a stream that is
+        not live. None: go on with `view`. A number: the stream is not live and the request may wait
+        that many seconds for a publisher (`add_live_listener` names the stream when one comes), then
+        `view`; after the whole wait it is answered with `live_wait_expired(stream)`."""
+        ...
+
+    def live_wait_expired(self, stream: str) -> SfuError:
+        """The error (a 409 Conflict + retry_after) for a WHEP request whose wait ran out."""
+        ...
+
+    def add_live_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(stream)` whenever a stream goes live (a publisher's session was created)."""
+        ...
+
     async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
-        """WHEP POST; `options` are the query parameters (e.g. `layer=`, `max_height=`). Raises
-        Conflict + retry_after for a stream that is not live, Overloaded, BadRequest / Unprocessable."""
+        """WHEP POST, second step (after `admit_viewer` and any wait); `options` are the query
+        parameters (e.g. `layer=`, `max_height=`). Raises Conflict + retry_after for a stream that is
+        not live (any more), BadRequest / Unprocessable."""
         ...
 
     async def delete(self, kind: str, stream: str, session_id: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -66,6 +67,36 @@ async def test_whep_not_live_is_409_with_retry_after(server):
     status, body, headers = await post_sdp(server.whep_url("nobody"), await _offer(direction="recvonly"))
     assert status == 409
     assert int(headers["Retry-After"]) > 0
+
+
+@pytest.fixture
+async def waiting_server():
+    config = sfu.Config.for_tests()
+    config.whep_wait_for_publisher = True
+    config.whep_wait_timeout = 10.0
+    async with sfu.Server(config) as srv:
+        yield srv
+
+
+async def test_whep_waits_for_the_publisher_when_configured(waiting_server):
+    server = waiting_server
+    viewer = asyncio.ensure_future(post_sdp(server.whep_url("late"), await _offer(direction="recvonly")))
+    await asyncio.sleep(0.2)
+    assert not viewer.done()  # held open, not 409
+    publisher = await AiortcPublisher(server, "late").start()
+    try:
+        status, body, _ = await asyncio.wait_for(viewer, 10)
+        assert status == 201 and "m=video" in body
+    finally:
+        await publisher.close()
+
+
+async def test_whep_wait_that_runs_out_is_409_with_retry_after(waiting_server):
+    server = waiting_server
+    server.config.whep_wait_timeout = 0.2
+    status, body, headers = await post_sdp(server.whep_url("nobody"), await _offer(direction="recvonly"))
+    assert (status, headers["Retry-After"]) == (409, "2") and "did not go live in time" in body
+    assert server.stats()["counters"]["rejected-not-live"] == 1
 
 
 async def test_whep_codec_mismatch_is_422_never_406(server):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -39,6 +40,8 @@ class FakeApi:
         self.calls: list[tuple] = []
         self.fail: Exception | None = None
         self.counter = 0
+        self.live_listeners: list[Callable[[str], None]] = []
+        self.wait_s: float | None = None
 
     def _create(self, kind: str, stream: str) -> Created:
         if self.fail is not None:
@@ -52,6 +55,15 @@ class FakeApi:
     async def publish(self, stream: str, offer_sdp: str, participant: str | None) -> Created:
         self.calls.append(("publish", stream, offer_sdp, participant))
         return self._create("whip", stream)
+
+    def add_live_listener(self, listener: Callable[[str], None]) -> None:
+        self.live_listeners.append(listener)
+
+    def admit_viewer(self, stream: str) -> float | None:
+        return self.wait_s  # the stream is live unless a test sets a wait
+
+    def live_wait_expired(self, stream: str) -> SfuError:
+        return Conflict("did not go live in time", retry_after=2)
 
     async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
         self.calls.append(("view", stream, offer_sdp, participant, dict(options)))
@@ -237,6 +249,30 @@ async def test_409_retry_after(client, api):
     assert resp.headers["Retry-After"] == "5"
     assert await resp.text() == "stream not live"
     assert "Retry-After" in resp.headers["Access-Control-Expose-Headers"]
+
+
+async def test_whep_waits_for_the_live_notification(client, api):
+    api.wait_s = 5.0
+    request = asyncio.ensure_future(client.post("/whep/live", data=OFFER, headers=SDP))
+    await asyncio.sleep(0.1)
+    assert not request.done()  # held open: the stream is not live
+    api.wait_s = None
+    for listener in api.live_listeners:
+        listener("other")  # another stream going live releases nothing
+    await asyncio.sleep(0.05)
+    assert not request.done()
+    for listener in api.live_listeners:
+        listener("live")
+    resp = await asyncio.wait_for(request, 5)
+    assert resp.status == 201
+    assert api.calls[-1][0] == "view"
+
+
+async def test_whep_wait_that_runs_out_is_409_retry_after(client, api):
+    api.wait_s = 0.05
+    resp = await client.post("/whep/live", data=OFFER, headers=SDP)
+    assert (resp.status, resp.headers["Retry-After"], await resp.text()) == (409, "2", "did not go live in time")
+    assert api.calls == []
 
 
 async def test_503_retry_after(client, api):
