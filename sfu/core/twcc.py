@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .. import _fastpath
 from ..wire import rtcp
+from ..wire.twcc_feedback import FeedbackBuilder
 from .bwe import BURST_S, PacketResult
 
 FEEDBACK_INTERVAL_S = 0.05  # libwebrtc sends feedback every 50-100 ms depending on rate
@@ -30,19 +31,31 @@ SEEN_RING = 8192  # feedback entries already used, per viewer (duplicate reports
 
 
 class FeedbackSender:
-    """Builds transport-cc feedback for one publisher from the fast path's arrival records."""
+    """Builds transport-cc feedback for one publisher from the fast path's arrival records.
+
+    Driven by `add(arrivals)` (the fast path's `Endpoint.take_twcc()`) and `build(media_ssrc)` every
+    `FEEDBACK_INTERVAL_S`; `sfu.wire.twcc_feedback.FeedbackBuilder` numbers and builds the packets.
+    """
 
     def __init__(self, sender_ssrc: int) -> None:
         self.sender_ssrc = sender_ssrc
         self.highest: int | None = None  # extended sequence number
-        self.reported: int | None = None  # highest extended number already in a feedback
-        self.pending: dict[int, int] = {}
-        self.fb_count = 0
-        self.packets_sent = 0
+        self.pending: dict[int, int] = {}  # extended sequence number -> first arrival (µs)
+        self.feedback = FeedbackBuilder(sender_ssrc)
         self.next_at = 0.0
+
+    @property
+    def reported(self) -> int | None:
+        """Highest extended number already in a feedback."""
+        return self.feedback.reported
+
+    @property
+    def packets_sent(self) -> int:
+        return self.feedback.packets_sent
 
     def add(self, arrivals: list[tuple[int, int]]) -> None:
         """(seq16, arrival_us) pairs, in arrival order."""
+        reported = self.feedback.reported
         for seq, arrival in arrivals:
             if self.highest is None:
                 ext = seq
@@ -51,7 +64,7 @@ class FeedbackSender:
                 ext = self.highest + delta if delta < 0x8000 else self.highest + delta - 0x10000
             if self.highest is None or ext > self.highest:
                 self.highest = ext
-            if self.reported is not None and ext <= self.reported:
+            if reported is not None and ext <= reported:
                 continue  # too late: already reported as lost
             if len(self.pending) < MAX_PENDING:
                 self.pending.setdefault(ext, arrival)
@@ -59,13 +72,9 @@ class FeedbackSender:
     def build(self, media_ssrc: int) -> list[rtcp.TransportCc]:
         if not self.pending:
             return []
-        arrivals: list[tuple[int, int | None]] = sorted(self.pending.items())
+        arrivals = list(self.pending.items())
         self.pending = {}
-        packets = rtcp.build_transport_cc(self.sender_ssrc, media_ssrc, arrivals, self.fb_count)
-        self.fb_count = (self.fb_count + len(packets)) & 0xFF
-        self.reported = arrivals[-1][0]
-        self.packets_sent += len(packets)
-        return packets
+        return self.feedback.build(media_ssrc, arrivals)
 
 
 class FeedbackMatcher:

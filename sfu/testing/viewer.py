@@ -10,7 +10,6 @@ feedback every 100 ms when the answer negotiated it.
 
 from __future__ import annotations
 
-import bisect
 import random
 import struct
 import time
@@ -25,6 +24,7 @@ from sfu.testing import media
 from sfu.testing._client import WhepError, _Client
 from sfu.testing.sdp import EXT_MID, EXT_TWCC, Answer, MediaOffer, build_offer
 from sfu.wire import rtcp
+from sfu.wire.twcc_feedback import FeedbackBuilder
 
 NACK_REORDER_WAIT_S = 0.02  # wait for reordering before the first request
 NACK_RETRY_INTERVAL_S = 0.05  # between requests for the same packet (loopback-scale RTT)
@@ -36,7 +36,6 @@ LATENCY_SAMPLES_MAX = 4096  # per kind, most recent kept
 SEEN_RING = 2048  # per-SSRC duplicate detection window (power of two)
 assert SEEN_RING & (SEEN_RING - 1) == 0
 
-_MAX_TIME_US = 1 << 62  # above any arrival time: bisects past every entry of one sequence number
 _RTP = struct.Struct("!BBHII")
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
@@ -171,9 +170,8 @@ class PacketViewer(_Client):
         self._latency = {"audio": deque(maxlen=LATENCY_SAMPLES_MAX), "video": deque(maxlen=LATENCY_SAMPLES_MAX)}
         self._twcc_id = 0
         self._twcc_highest = -1
-        self._twcc_reported = -1  # highest transport seq already in a feedback
-        self._twcc_arrivals: list[tuple[int, int]] = []
-        self._twcc_fb_count = 0
+        self._twcc_arrivals: list[tuple[int, int]] = []  # (extended transport seq, arrival_us)
+        self._twcc_feedback = FeedbackBuilder(self.ssrc, reported=-1)  # see _twcc_reported
         self._next_rr = 0.0
         self._next_twcc = 0.0
         self.nacks_sent = self.nacked_seqs = self.plis_sent = 0
@@ -462,26 +460,23 @@ class PacketViewer(_Client):
         self.rr_sent += 1
         self._send_rtcp(rtcp.serialize([rtcp.ReceiverReport(self.ssrc, blocks)]))
 
+    @property
+    def _twcc_reported(self) -> int:
+        """Highest transport seq already in a feedback (-1: none yet)."""
+        reported = self._twcc_feedback.reported
+        return -1 if reported is None else reported
+
+    @_twcc_reported.setter
+    def _twcc_reported(self, value: int) -> None:
+        self._twcc_feedback.reported = value
+
     def _send_twcc(self) -> None:
         if not self._twcc_arrivals:
             return
         arrivals, self._twcc_arrivals = self._twcc_arrivals, []
-        arrivals.sort()  # in place; almost always in order already (linear then)
-        # drop what an earlier feedback reported, and duplicates (the first arrival counts)
-        start = bisect.bisect_right(arrivals, (self._twcc_reported, _MAX_TIME_US))
-        unique: list[tuple[int, int | None]] = []
-        last = self._twcc_reported
-        for entry in arrivals[start:] if start else arrivals:
-            if entry[0] != last:
-                unique.append(entry)
-                last = entry[0]
-        if not unique:
-            return
         media_ssrc = next(iter(self._streams), 0)
-        feedback = rtcp.build_transport_cc(self.ssrc, media_ssrc, unique, self._twcc_fb_count)
-        self._twcc_fb_count = (self._twcc_fb_count + len(feedback)) & 0xFF
-        self._twcc_reported = unique[-1][0]
-        for packet in feedback:
+        # drops what an earlier feedback reported, and duplicates (the first arrival counts)
+        for packet in self._twcc_feedback.build(media_ssrc, arrivals):
             self.twcc_sent += 1
             self._send_rtcp(rtcp.serialize([packet]))
 
