@@ -9,14 +9,29 @@ Modelled (and why `aiortc.sdp` is not used): rid (RFC 8851), simulcast (RFC 8853
 extmap-allow-mixed and extmap directions/attributes (RFC 8285), bundle-only (RFC 8843),
 rtcp-mux-only (RFC 8858), rtcp-rsize (RFC 5506), fmtp/rtcp-fb for static payload types without an
 rtpmap. `parse_sdpfrag` reads `application/trickle-ice-sdpfrag` bodies (RFC 8840).
+
+This module is the parser and the public import path. Beside it, one job each: `sdp_model` (the
+values and their serialisation), `sdp_text` (limits, line syntax, numbers), `sdpfrag` (trickle
+fragments); their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
 from sfu.errors import BadRequest
+
+from .sdp_model import (
+    Codec,
+    Extmap,
+    Group,
+    MediaSection,
+    Rid,
+    SessionDescription,
+    Simulcast,
+    SsrcAttr,
+    SsrcGroup,
+)
+from .sdp_text import _DIGITS, _TOKEN, MAX_SDP_CHARS, _lines, _need, _split_attr, _uint
+from .sdpfrag import FragMedia, SdpFrag, is_valid_candidate, parse_sdpfrag
 
 __all__ = [
     "Codec",
@@ -36,9 +51,7 @@ __all__ = [
     "parse_sdpfrag",
 ]
 
-MAX_SDP_CHARS = 256 * 1024  # a Chrome offer with 16 simulcast tracks is ~60 KiB; far above that is abuse
 MAX_MEDIA_SECTIONS = 256  # browsers cap transceivers well below this; bounds the work per offer
-MAX_LINE_CHARS = 4096  # the longest real lines are fmtp with sprop-parameter-sets (~300 chars)
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -70,350 +83,8 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int | None]] = {
     34: ("H263", 90000, None),
 }
 
-_DIGITS = re.compile(r"[0-9]{1,10}")
-_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+")
-# Control characters other than TAB make the text binary, not SDP (CR/LF are split off first).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_LINE = re.compile(r"([a-z])=(.*)")
-
-
-def _uint(text: str, maximum: int, what: str) -> int:
-    """A decimal in 0..maximum, ASCII digits only (int() also takes '+5', '1_0' and Arabic digits)."""
-    if not _DIGITS.fullmatch(text):
-        raise ValueError(f"{what} is not a number: {text!r}")
-    value = int(text)
-    if value > maximum:
-        raise ValueError(f"{what} out of range: {value}")
-    return value
-
-
 def _pt(text: str) -> int:
     return _uint(text, 127, "payload type")
-
-
-# ---------------------------------------------------------------------------------------------
-# Values
-
-
-@dataclass
-class Group:
-    """a=group (RFC 5888), e.g. BUNDLE (RFC 8843) or LS."""
-
-    semantics: str
-    mids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Codec:
-    """One payload type: a=rtpmap + a=fmtp + a=rtcp-fb merged.
-
-    `explicit` is False when the payload type had no a=rtpmap (a static PT such as 0/8/9, named from
-    RFC 3551, or a dynamic PT given only an fmtp, then named "").
-    """
-
-    pt: int
-    name: str
-    clock_rate: int
-    channels: int | None = None
-    fmtp: str | None = None  # verbatim
-    rtcp_fb: list[str] = field(default_factory=list)
-    explicit: bool = True
-
-    def fmtp_params(self) -> dict[str, str]:
-        """fmtp as key -> value (spaces around ';' and '=' tolerated; keys without '=' map to '')."""
-        params: dict[str, str] = {}
-        if not self.fmtp:
-            return params
-        for item in self.fmtp.split(";"):
-            item = item.strip()
-            if not item:
-                continue
-            key, _, value = item.partition("=")
-            params[key.strip()] = value.strip()
-        return params
-
-    @property
-    def apt(self) -> int | None:
-        """RFC 4588 associated payload type of an RTX codec, None when absent or malformed."""
-        value = self.fmtp_params().get("apt")
-        if value is None or not _DIGITS.fullmatch(value) or int(value) > 127:
-            return None
-        return int(value)
-
-    @property
-    def is_rtx(self) -> bool:
-        return self.name.lower() == "rtx"
-
-
-@dataclass
-class Extmap:
-    """a=extmap:<id>[/<direction>] <uri> [<attributes>] (RFC 8285 §7)."""
-
-    id: int
-    uri: str
-    direction: str | None = None
-    attributes: str | None = None
-
-
-@dataclass
-class SsrcAttr:
-    """a=ssrc:<ssrc> <name>[:<value>] (RFC 5576)."""
-
-    ssrc: int
-    name: str
-    value: str | None = None
-
-
-@dataclass
-class SsrcGroup:
-    """a=ssrc-group:<semantics> <ssrc>... (RFC 5576), e.g. FID (RTX) or SIM."""
-
-    semantics: str
-    ssrcs: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Rid:
-    """a=rid:<id> <send|recv> [<params>] (RFC 8851); params kept verbatim."""
-
-    id: str
-    direction: str
-    params: str | None = None
-
-
-@dataclass
-class Simulcast:
-    """a=simulcast (RFC 8853): `streams` for `direction`, each a list of alternative rid ids.
-
-    A paused alternative keeps its '~' prefix. `reverse_streams` holds the other direction's list
-    when both are given ("send q;h recv r").
-    """
-
-    direction: str
-    streams: list[list[str]] = field(default_factory=list)
-    reverse_streams: list[list[str]] | None = None
-
-    def rid_ids(self) -> list[str]:
-        """Every rid named for `direction`, without '~', in order."""
-        return [alt.lstrip("~") for stream in self.streams for alt in stream]
-
-
-@dataclass
-class MediaSection:
-    kind: str  # media type from the m= line: audio, video, application, or anything else verbatim
-    port: int
-    protocol: str
-    formats: list[str] = field(default_factory=list)
-    port_count: int | None = None
-    info: str | None = None
-    connection: str | None = None
-    bandwidths: list[str] = field(default_factory=list)
-    mid: str | None = None
-    direction: str | None = None  # None: not stated (RFC 8866 default sendrecv)
-    codecs: list[Codec] = field(default_factory=list)
-    rtcp_fb_any: list[str] = field(default_factory=list)  # a=rtcp-fb:* values
-    extmaps: list[Extmap] = field(default_factory=list)
-    ssrcs: list[SsrcAttr] = field(default_factory=list)
-    ssrc_groups: list[SsrcGroup] = field(default_factory=list)
-    rids: list[Rid] = field(default_factory=list)
-    simulcast: Simulcast | None = None
-    ice_ufrag: str | None = None
-    ice_pwd: str | None = None
-    ice_options: str | None = None
-    candidates: list[str] = field(default_factory=list)  # "candidate:..." attribute values
-    end_of_candidates: bool = False
-    fingerprints: list[tuple[str, str]] = field(default_factory=list)
-    setup: str | None = None
-    rtcp_mux: bool = False
-    rtcp_mux_only: bool = False
-    rtcp_rsize: bool = False
-    bundle_only: bool = False
-    extmap_allow_mixed: bool = False
-    msid: str | None = None
-    other: list[tuple[str, str | None]] = field(default_factory=list)
-    other_lines: list[tuple[str, str]] = field(default_factory=list)  # k=, unknown letters
-
-    def codec(self, pt: int) -> Codec | None:
-        for codec in self.codecs:
-            if codec.pt == pt:
-                return codec
-        return None
-
-    def effective_direction(self, session_direction: str | None = None) -> str:
-        return self.direction or session_direction or "sendrecv"
-
-    def lines(self) -> list[str]:
-        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
-        out = [f"m={self.kind} {port} {self.protocol} {' '.join(self.formats)}".rstrip()]
-        if self.info is not None:
-            out.append(f"i={self.info}")
-        if self.connection is not None:
-            out.append(f"c={self.connection}")
-        out += [f"b={b}" for b in self.bandwidths]
-        out += [f"{letter}={value}" for letter, value in self.other_lines]
-        if self.mid is not None:
-            out.append(f"a=mid:{self.mid}")
-        if self.bundle_only:
-            out.append("a=bundle-only")
-        out += _transport_lines(self.ice_ufrag, self.ice_pwd, self.ice_options, self.fingerprints, self.setup)
-        out += [f"a={c}" for c in self.candidates]
-        if self.end_of_candidates:
-            out.append("a=end-of-candidates")
-        if self.extmap_allow_mixed:
-            out.append("a=extmap-allow-mixed")
-        out += [_extmap_line(e) for e in self.extmaps]
-        if self.direction is not None:
-            out.append(f"a={self.direction}")
-        if self.msid is not None:
-            out.append(f"a=msid:{self.msid}")
-        for flag, name in (
-            (self.rtcp_mux, "rtcp-mux"),
-            (self.rtcp_mux_only, "rtcp-mux-only"),
-            (self.rtcp_rsize, "rtcp-rsize"),
-        ):
-            if flag:
-                out.append(f"a={name}")
-        for codec in self.codecs:
-            if codec.explicit:
-                channels = f"/{codec.channels}" if codec.channels is not None else ""
-                out.append(f"a=rtpmap:{codec.pt} {codec.name}/{codec.clock_rate}{channels}")
-            out += [f"a=rtcp-fb:{codec.pt} {fb}" for fb in codec.rtcp_fb]
-            if codec.fmtp is not None:
-                out.append(f"a=fmtp:{codec.pt} {codec.fmtp}")
-        out += [f"a=rtcp-fb:* {fb}" for fb in self.rtcp_fb_any]
-        for rid in self.rids:
-            out.append(f"a=rid:{rid.id} {rid.direction}" + (f" {rid.params}" if rid.params else ""))
-        if self.simulcast is not None:
-            out.append(f"a=simulcast:{_simulcast_value(self.simulcast)}")
-        out += [f"a=ssrc-group:{g.semantics} {' '.join(map(str, g.ssrcs))}".rstrip() for g in self.ssrc_groups]
-        out += [f"a=ssrc:{s.ssrc} {s.name}" + (f":{s.value}" if s.value is not None else "") for s in self.ssrcs]
-        out += [_attr_line(name, value) for name, value in self.other]
-        return out
-
-
-@dataclass
-class SessionDescription:
-    media: list[MediaSection] = field(default_factory=list)
-    version: int = 0
-    origin: str = "- 0 0 IN IP4 127.0.0.1"
-    session_name: str = "-"
-    timing: str = "0 0"
-    info: str | None = None
-    connection: str | None = None
-    bandwidths: list[str] = field(default_factory=list)
-    groups: list[Group] = field(default_factory=list)
-    ice_lite: bool = False
-    ice_ufrag: str | None = None
-    ice_pwd: str | None = None
-    ice_options: str | None = None
-    fingerprints: list[tuple[str, str]] = field(default_factory=list)
-    setup: str | None = None
-    direction: str | None = None
-    extmap_allow_mixed: bool = False
-    extmaps: list[Extmap] = field(default_factory=list)
-    msid_semantic: str | None = None
-    other: list[tuple[str, str | None]] = field(default_factory=list)
-    other_lines: list[tuple[str, str]] = field(default_factory=list)  # u= e= p= r= z= k=, unknown letters
-
-    def bundle_group(self) -> Group | None:
-        for group in self.groups:
-            if group.semantics.upper() == "BUNDLE":
-                return group
-        return None
-
-    def to_string(self) -> str:
-        out = [f"v={self.version}", f"o={self.origin}", f"s={self.session_name}"]
-        if self.info is not None:
-            out.append(f"i={self.info}")
-        if self.connection is not None:
-            out.append(f"c={self.connection}")
-        out += [f"b={b}" for b in self.bandwidths]
-        out.append(f"t={self.timing}")
-        out += [f"{letter}={value}" for letter, value in self.other_lines]
-        if self.ice_lite:
-            out.append("a=ice-lite")
-        out += [f"a=group:{g.semantics} {' '.join(g.mids)}".rstrip() for g in self.groups]
-        if self.extmap_allow_mixed:
-            out.append("a=extmap-allow-mixed")
-        if self.msid_semantic is not None:
-            out.append(f"a=msid-semantic:{self.msid_semantic}")
-        out += _transport_lines(self.ice_ufrag, self.ice_pwd, self.ice_options, self.fingerprints, self.setup)
-        out += [_extmap_line(e) for e in self.extmaps]
-        if self.direction is not None:
-            out.append(f"a={self.direction}")
-        out += [_attr_line(name, value) for name, value in self.other]
-        for media in self.media:
-            out += media.lines()
-        return "\r\n".join(out) + "\r\n"
-
-
-def _transport_lines(
-    ufrag: str | None, pwd: str | None, options: str | None, fingerprints: list[tuple[str, str]], setup: str | None
-) -> list[str]:
-    out = []
-    if ufrag is not None:
-        out.append(f"a=ice-ufrag:{ufrag}")
-    if pwd is not None:
-        out.append(f"a=ice-pwd:{pwd}")
-    if options is not None:
-        out.append(f"a=ice-options:{options}")
-    out += [f"a=fingerprint:{alg} {value}" for alg, value in fingerprints]
-    if setup is not None:
-        out.append(f"a=setup:{setup}")
-    return out
-
-
-def _extmap_line(e: Extmap) -> str:
-    ident = f"{e.id}/{e.direction}" if e.direction else str(e.id)
-    return f"a=extmap:{ident} {e.uri}" + (f" {e.attributes}" if e.attributes else "")
-
-
-def _attr_line(name: str, value: str | None) -> str:
-    return f"a={name}" if value is None else f"a={name}:{value}"
-
-
-def _simulcast_value(s: Simulcast) -> str:
-    def streams(lst: list[list[str]]) -> str:
-        return ";".join(",".join(alts) for alts in lst)
-
-    text = f"{s.direction} {streams(s.streams)}"
-    if s.reverse_streams is not None:
-        reverse = "recv" if s.direction == "send" else "send"
-        text += f" {reverse} {streams(s.reverse_streams)}"
-    return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing
-
-
-def _lines(text: str | bytes) -> list[tuple[int, str, str]]:
-    """(line number, type letter, value) for each non-empty line; BadRequest on non-SDP input."""
-    if isinstance(text, (bytes, bytearray)):
-        if len(text) > MAX_SDP_CHARS * 4:
-            raise BadRequest(f"SDP too large ({len(text)} bytes)")
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"SDP is not UTF-8 text (byte {exc.start})") from None
-    if not isinstance(text, str):
-        raise BadRequest("SDP must be text")
-    if len(text) > MAX_SDP_CHARS:
-        raise BadRequest(f"SDP too large ({len(text)} characters, limit {MAX_SDP_CHARS})")
-    out = []
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.rstrip(" \t\r")
-        if not line:
-            continue
-        if _CONTROL.search(line) or "\r" in line:
-            raise BadRequest(f"line {number}: control characters (binary data, not SDP)")
-        if len(line) > MAX_LINE_CHARS:
-            raise BadRequest(f"line {number}: longer than {MAX_LINE_CHARS} characters")
-        match = _LINE.fullmatch(line)
-        if match is None:
-            raise BadRequest(f"line {number}: not '<type>=<value>': {line[:40]!r}")
-        out.append((number, match.group(1), match.group(2)))
-    return out
 
 
 def parse(text: str | bytes) -> SessionDescription:
@@ -474,19 +145,6 @@ def _parse_m_line(value: str) -> MediaSection:
         for fmt in formats:
             _pt(fmt)
     return MediaSection(kind=kind, port=port, port_count=port_count, protocol=protocol, formats=formats)
-
-
-def _split_attr(value: str) -> tuple[str, str | None]:
-    name, colon, rest = value.partition(":")
-    if not _TOKEN.fullmatch(name):
-        raise ValueError(f"bad attribute name {name[:40]!r}")
-    return name, (rest if colon else None)
-
-
-def _need(name: str, value: str | None) -> str:
-    if value is None or not value.strip():
-        raise ValueError(f"a={name} has no value")
-    return value.strip()
 
 
 def _session_line(s: SessionDescription, letter: str, value: str) -> None:
@@ -705,124 +363,3 @@ def _finish_media(m: MediaSection, codecs: dict[int, Codec]) -> None:
             ordered.append(codec)
     ordered += codecs.values()
     m.codecs = ordered
-
-
-# ---------------------------------------------------------------------------------------------
-# Trickle ICE fragments (RFC 8840)
-
-
-@dataclass
-class FragMedia:
-    """One m= section of an sdpfrag: which mid (or m-line index) the candidates belong to."""
-
-    mid: str | None
-    index: int  # position of the m= line in the fragment
-    ice_ufrag: str | None = None
-    ice_pwd: str | None = None
-    candidates: list[str] = field(default_factory=list)
-    end_of_candidates: bool = False
-
-
-@dataclass
-class SdpFrag:
-    ice_ufrag: str | None = None
-    ice_pwd: str | None = None
-    ice_options: str | None = None
-    groups: list[Group] = field(default_factory=list)
-    candidates: list[str] = field(default_factory=list)  # session-level (sent by some WHIP clients)
-    end_of_candidates: bool = False
-    media: list[FragMedia] = field(default_factory=list)
-
-    def credentials(self) -> tuple[str | None, str | None]:
-        """ICE ufrag/pwd from the session level, else the first media section that has them."""
-        ufrag, pwd = self.ice_ufrag, self.ice_pwd
-        for m in self.media:
-            ufrag = ufrag or m.ice_ufrag
-            pwd = pwd or m.ice_pwd
-        return ufrag, pwd
-
-    def all_candidates(self) -> list[tuple[str | None, str]]:
-        """(mid or None, "candidate:...") for every candidate."""
-        out: list[tuple[str | None, str]] = [(None, c) for c in self.candidates]
-        for m in self.media:
-            out += [(m.mid, c) for c in m.candidates]
-        return out
-
-    @property
-    def complete(self) -> bool:
-        return self.end_of_candidates or any(m.end_of_candidates for m in self.media)
-
-
-def is_valid_candidate(value: str) -> bool:
-    """RFC 8839 §5.1 shape: 'candidate:<foundation> <component> <transport> <priority> <addr> <port> typ <type>...'."""
-    if not value.startswith("candidate:"):
-        return False
-    fields = value[len("candidate:") :].split()
-    if len(fields) < 8 or fields[6] != "typ":
-        return False
-    return bool(
-        _TOKEN.fullmatch(fields[0])
-        and _DIGITS.fullmatch(fields[1])
-        and _DIGITS.fullmatch(fields[3])
-        and _DIGITS.fullmatch(fields[5])
-        and int(fields[5]) <= 65535
-        and fields[4]
-        and fields[7]
-    )
-
-
-_FRAG_IGNORED = frozenset({"c", "b", "i"})
-
-
-def parse_sdpfrag(text: str | bytes) -> SdpFrag:
-    """Parse an `application/trickle-ice-sdpfrag` body (RFC 8840 §9). Empty text gives an empty frag."""
-    frag = SdpFrag()
-    media: FragMedia | None = None
-    for number, letter, value in _lines(text):
-        try:
-            if letter == "m":
-                fields = value.split()
-                if len(fields) < 4:
-                    raise ValueError("m= line needs '<media> <port> <proto> <fmt>'")
-                _uint(fields[1].partition("/")[0], 65535, "port")
-                media = FragMedia(mid=None, index=len(frag.media))
-                frag.media.append(media)
-                continue
-            if letter in _FRAG_IGNORED:
-                continue
-            if letter != "a":
-                raise ValueError(f"unexpected {letter}= line in an sdpfrag")
-            name, arg = _split_attr(value)
-            if name == "candidate":
-                candidate = f"candidate:{_need(name, arg)}"
-                if not is_valid_candidate(candidate):
-                    raise ValueError("malformed a=candidate")
-                (media.candidates if media else frag.candidates).append(candidate)
-            elif name == "end-of-candidates":
-                if media is None:
-                    frag.end_of_candidates = True
-                else:
-                    media.end_of_candidates = True
-            elif name == "ice-ufrag":
-                if media is None:
-                    frag.ice_ufrag = _need(name, arg)
-                else:
-                    media.ice_ufrag = _need(name, arg)
-            elif name == "ice-pwd":
-                if media is None:
-                    frag.ice_pwd = _need(name, arg)
-                else:
-                    media.ice_pwd = _need(name, arg)
-            elif name == "ice-options":
-                frag.ice_options = _need(name, arg)
-            elif name == "group":
-                fields = _need(name, arg).split()
-                frag.groups.append(Group(fields[0], fields[1:]))
-            elif name == "mid":
-                if media is None:
-                    raise ValueError("a=mid before any m= line")
-                media.mid = _need(name, arg)
-            # Other attributes (a=ice-lite, a=rtcp...) are legal in a fragment and ignored.
-        except ValueError as exc:
-            raise BadRequest(f"sdpfrag line {number}: {exc}") from None
-    return frag
