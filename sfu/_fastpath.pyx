@@ -368,6 +368,7 @@ include "_repair.pxi"   # NACK/RTX on both legs, keyframe cache, RED (after the 
 include "_resend.pxi"   # retransmissions to viewers: one store per layer, rewrite epochs per viewer
 include "_twcc.pxi"     # transport-cc feedback from viewers: parsed, matched, summarised per compound
 include "_estimator.pxi"  # per-viewer estimator windows (trendline, acked rate, delivery, loss) for bwe.py
+include "_loadrx.pxi"    # sfu bench's viewer sockets: one epoll set, receive bookkeeping in C
 
 
 # ---------------------------------------------------------------------------------------------

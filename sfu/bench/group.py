@@ -49,7 +49,7 @@ def _phases(record: dict[str, Any], viewer: LoadViewer, ramp_start: float) -> No
 
 async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    tally = Tally()
+    tally = Tally(spec["decrypt_every"])
     certificate = Certificate.generate(time.time(), lifetime_days=2)  # one per process is enough
     connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, force_close=False)
     # The server gets `connect_timeout` to accept the connection and to answer; time a request spends
@@ -68,7 +68,7 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
         record: dict[str, Any] = {"index": index, "requested_at": loop.time() - ramp_start}
         attempts.append(record)
         viewer = LoadViewer(
-            url, spec.get("token"), tally=tally, decrypt_every=spec["decrypt_every"],
+            url, spec.get("token"), tally=tally,
             srtp_profiles=tuple(spec["srtp_profiles"]), send_nack=spec["nack"], send_twcc=spec["twcc"],
             audio=spec["audio"], connect_timeout=spec["connect_timeout"], http=http,
             local_addr=spec["local_addr"], certificate=certificate,
@@ -112,7 +112,6 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
             in_window = False
             break
         if now >= next_progress:
-            tally.tick()
             recent = tally.take_hist()
             if in_window:
                 hist.merge(window_hist, recent)
@@ -173,6 +172,7 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
                 errors["stop-failed"] = errors.get("stop-failed", 0) + 1
 
     await asyncio.gather(*(stop(v) for v in viewers))
+    tally.close()
     await http.close()
     return final
 

@@ -25,8 +25,10 @@ class FeedbackBuilder:
     `fb_count` (the feedback packet count, mod 256) and `packets_sent`.
     """
 
-    def __init__(self, sender_ssrc: int, reported: int | None = None) -> None:
+    def __init__(self, sender_ssrc: int, reported: int | None = None,
+                 max_size: int = rtcp.TWCC_MAX_PACKET_SIZE) -> None:
         self.sender_ssrc = sender_ssrc
+        self.max_size = max_size  # bytes per feedback packet the builder aims for
         self.reported = reported  # None: nothing reported yet, every number is new
         self.fb_count = 0
         self.packets_sent = 0
@@ -47,7 +49,7 @@ class FeedbackBuilder:
                 last = entry[0]
         if not unique:
             return []
-        packets = rtcp.build_transport_cc(self.sender_ssrc, media_ssrc, unique, self.fb_count)
+        packets = rtcp.build_transport_cc(self.sender_ssrc, media_ssrc, unique, self.fb_count, self.max_size)
         self.fb_count = (self.fb_count + len(packets)) & 0xFF
         self.reported = unique[-1][0]
         self.packets_sent += len(packets)
