@@ -69,6 +69,14 @@ cdef extern from "<sys/socket.h>" nogil:
     int AF_INET6
     int MSG_DONTWAIT
 
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
+
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
         uint32_t s_addr
@@ -108,6 +116,9 @@ DEF OUT_CAPACITY = 1536        # per outgoing datagram buffer (room for SRTP tag
 DEF MAX_READ_PER_WAKEUP = 512  # fairness: return to the event loop after this many datagrams
 DEF MAX_FORWARD_PER_WAKEUP = 4096  # ... or once this many were forwarded (~5-20 ms of work)
 DEF MAX_SSRCS = 32             # incoming SSRCs bound per endpoint
+DEF RCTRL_WORDS = 4            # control buffer per received datagram, in 8-byte words (a timestamp)
+DEF SOL_SOCKET_ = 1
+DEF SCM_TIMESTAMPNS_ = 35      # the kernel's receive time (SO_TIMESTAMPNS), CLOCK_REALTIME
 DEF ADDR_TABLE_MIN = 1024
 DEF SEQ_BASE = 4294967296          # 2**32: extended numbers start here so offsets never go negative
 DEF TS_BASE = 1099511627776         # 2**40
@@ -896,7 +907,9 @@ cdef class Router:
     cdef mmsghdr rmsgs[BATCH]
     cdef iovec riov[BATCH]
     cdef sockaddr_storage raddrs[BATCH]
+    cdef uint64_t rctrl[BATCH * RCTRL_WORDS]  # kernel receive timestamps (8-byte aligned cmsgs)
     cdef uint8_t *rbuf
+    cdef int64_t queue_delay_max_ns          # longest wait in the socket seen by a drain (take_queue_delay)
     # media packets of the current receive batch, fanned out stream by stream (_fan_out_batch)
     cdef FanItem fan[BATCH]
     cdef int nfan
@@ -958,6 +971,7 @@ cdef class Router:
             self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
             self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
+            self.rmsgs[i].msg_hdr.msg_control = &self.rctrl[i * RCTRL_WORDS]
         for i in range(SEND_BATCH):
             memset(&self.gmsgs[i], 0, sizeof(mmsghdr))
             self.siov[i].iov_base = self.sbuf + i * OUT_CAPACITY
@@ -1116,10 +1130,13 @@ cdef class Router:
         while total < MAX_READ_PER_WAKEUP and self.forwarded - forwarded_before < MAX_FORWARD_PER_WAKEUP:
             for i in range(BATCH):
                 self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                self.rmsgs[i].msg_hdr.msg_controllen = RCTRL_WORDS * 8
                 self.rmsgs[i].msg_hdr.msg_flags = 0
             got = recvmmsg(self.fd, self.rmsgs, BATCH, MSG_DONTWAIT, NULL)
             if got <= 0:
                 break
+            if total == 0:
+                self._note_queue_delay()   # the drain's first datagram waited longest
             total += got
             for i in range(got):
                 p = self.rbuf + i * MAX_DGRAM
@@ -1187,6 +1204,31 @@ cdef class Router:
                 slow = []
             slow.append((KIND_LOSS, None, b"", None))
         return slow
+
+    cdef void _note_queue_delay(self) noexcept:
+        """How long the oldest datagram of this drain waited in the socket: its kernel receive time
+        (SO_TIMESTAMPNS, when the socket has it on) against now. Under overload this is what grows
+        first (the socket buffer holds seconds of media); `take_queue_delay` reports the maximum."""
+        cdef cmsghdr *cm
+        cdef timespec real
+        cdef int64_t delay
+        if self.rmsgs[0].msg_hdr.msg_controllen < sizeof(cmsghdr):
+            return
+        cm = <cmsghdr *>self.rmsgs[0].msg_hdr.msg_control
+        if cm.cmsg_level != SOL_SOCKET_ or cm.cmsg_type != SCM_TIMESTAMPNS_:
+            return
+        clock_gettime(CLOCK_REALTIME, &real)
+        delay = ((<int64_t>real.tv_sec - (<int64_t *>CMSG_DATA(cm))[0]) * 1000000000
+                 + real.tv_nsec - (<int64_t *>CMSG_DATA(cm))[1])
+        if delay > self.queue_delay_max_ns:
+            self.queue_delay_max_ns = delay
+
+    def take_queue_delay(self) -> float:
+        """The longest time (s) a datagram waited in the socket before a drain reached it, since
+        the last call (0.0 if the socket has no kernel timestamps on)."""
+        cdef int64_t d = self.queue_delay_max_ns
+        self.queue_delay_max_ns = 0
+        return d / 1e9 if d > 0 else 0.0
 
     cdef list _receive_rtp(self, Endpoint ep, uint8_t *p, int n, list slow):
         cdef unsigned long long index = 0

@@ -38,14 +38,6 @@ from libc.errno cimport EAGAIN
 cdef extern from "<unistd.h>" nogil:
     int _lrx_close "close"(int fd)
 
-cdef extern from "<time.h>" nogil:
-    struct _lrx_timespec "timespec":
-        long tv_sec
-        long tv_nsec
-    int _lrx_clock_gettime "clock_gettime"(int clk, _lrx_timespec *ts)
-    int _LRX_CLOCK_MONOTONIC "CLOCK_MONOTONIC"
-    int _LRX_CLOCK_REALTIME "CLOCK_REALTIME"
-
 DEF LRX_STREAMS = 8           # SSRCs bound per viewer socket (media and RTX)
 DEF LRX_RECV = 8              # datagrams read per ready socket per drain: one frame of the top layer
 DEF LRX_EVENTS = 256          # ready sockets taken per epoll_wait
@@ -394,14 +386,14 @@ cdef class LoadReceiver:
         set is level-triggered: sockets with more queued come back at the next call."""
         cdef list slow = None
         cdef int nready, r, got, i, n, slot, total = 0
-        cdef _lrx_timespec mono, real
+        cdef timespec mono, real
         cdef cmsghdr *cm
         cdef int64_t arrival_ns, mono_ns
         cdef uint8_t *p
         cdef LrxSlot *s
         self.wakeups += 1
-        _lrx_clock_gettime(_LRX_CLOCK_MONOTONIC, &mono)
-        _lrx_clock_gettime(_LRX_CLOCK_REALTIME, &real)
+        clock_gettime(CLOCK_MONOTONIC, &mono)
+        clock_gettime(CLOCK_REALTIME, &real)
         mono_ns = <int64_t>mono.tv_sec * 1000000000 + mono.tv_nsec
         self.mono_offset_ns = <int64_t>real.tv_sec * 1000000000 + real.tv_nsec - mono_ns
         nready = epoll_wait(self.epfd, self.ready, LRX_EVENTS, 0)

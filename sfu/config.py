@@ -62,6 +62,9 @@ class Config:
     cert_lifetime_days: int = 365
     keyframe_cache: bool = True  # start new viewers from each layer's last keyframe (off: wait for one)
     udp_gso: bool = True  # send runs of equal-size packets to one viewer as one UDP GSO send (Linux)
+    # media waiting longer than this in the UDP socket (sustained) means the server cannot keep up:
+    # it lowers the video layers it sends until the wait is gone (sfu/core/overload.py); 0 = off
+    overload_queue_delay_ms: float = 30.0
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -97,6 +100,8 @@ class Config:
             raise fail("max_body_bytes", ">= 1024")
         if not self.whep_wait_timeout > 0:
             raise fail("whep_wait_timeout", "> 0 seconds")
+        if not 0 <= self.overload_queue_delay_ms <= 10_000:
+            raise fail("overload_queue_delay_ms", "0 (off) .. 10000 milliseconds")
         if self.cert_lifetime_days < 1:
             raise fail("cert_lifetime_days", ">= 1")
         if self.log_level not in LOG_LEVELS:

@@ -38,6 +38,25 @@ class ServerCollector:
         gso.add_metric(["segments"], router.gso_segments)
         gso.add_metric(["refused"], router.gso_failures)
         yield gso
+        guard = manager.simulcast.overload
+        delay = GaugeMetricFamily(
+            "sfu_media_queue_delay_seconds",
+            "Longest time a datagram waited in the media socket before the server read it, at the last "
+            "layer-control tick (kernel receive timestamps)",
+        )
+        delay.add_metric([], guard.last_delay_s)
+        yield delay
+        ceiling = GaugeMetricFamily(
+            "sfu_overload_ceiling_bps",
+            "Video bitrate no viewer is sent above while the server is overloaded (0: no ceiling)",
+        )
+        ceiling.add_metric([], guard.ceiling_bps or 0)
+        yield ceiling
+        cuts = CounterMetricFamily(
+            "sfu_overload_cuts", "Times the overload ceiling was lowered (media waited over overload_queue_delay_ms)",
+        )
+        cuts.add_metric([], guard.cuts)
+        yield cuts
         forwarded = CounterMetricFamily("sfu_rtp_forwarded_packets", "RTP packets forwarded to viewers")
         forwarded.add_metric([], router.forwarded)
         yield forwarded

@@ -16,6 +16,8 @@ Rules:
 - the manual limit (a layer's rid, a maximum height, paused) is a ceiling; the estimate may go
   lower. Unavailable layers (stopped arriving) are never chosen.
 - audio is served first: the video budget is the estimate minus the audio being sent.
+- the server's own ceiling (`ceiling_bps`, set under overload: `sfu/core/overload.py`) caps the
+  estimate and counts as a confirmed shortage; nothing is probed for above it.
 - downgrade as soon as the current layer has not fitted for `DOWNGRADE_CONFIRM_S`; jump straight
   to the best layer that fits.
 - upgrade one step at a time, only after the next layer has fitted for `UPGRADE_CONFIRM_S` and not
@@ -213,6 +215,8 @@ class ViewerRateControl:
         self.target_rid: str | None = None
         self.feedback_packets = 0
         self.quiet: Quiet | None = None  # set by a steady decision (see `settled`)
+        # the server's own limit (sfu.core.overload): no layer above it, no probe for one
+        self.ceiling_bps = INF
 
     @property
     def limit(self) -> ManualLimit:
@@ -232,7 +236,7 @@ class ViewerRateControl:
         quiet = self.quiet
         if quiet is None or now >= quiet.until:
             return False
-        budget = self.bwe.estimate_bps - quiet.audio_bps
+        budget = min(self.bwe.estimate_bps, self.ceiling_bps) - quiet.audio_bps
         need = needs.get(quiet.current)
         if need is None or need > budget * DOWNGRADE_MARGIN:
             return False
@@ -261,9 +265,13 @@ class ViewerRateControl:
             self.probe_until = None  # the link pushes back: stop at once, let the result come in
             self.bwe.end_probe_early(now)
             stop = True
-        budget = self.bwe.estimate_bps - audio_bps
-        congested = self.bwe.congested(now) and now >= self.probe_grace_until
+        capped = self.ceiling_bps < self.bwe.estimate_bps
+        budget = min(self.bwe.estimate_bps, self.ceiling_bps) - audio_bps
+        # a ceiling is a real shortage: no waiting for the estimator to call it congestion
+        congested = capped or (self.bwe.congested(now) and now >= self.probe_grace_until)
         target, reason, probe_for = alloc.decide(now, ranked, budget, congested)
+        if probe_for is not None and probe_for.need_bps + audio_bps > self.ceiling_bps * UPGRADE_MARGIN:
+            probe_for = None  # the server cannot send it now, whatever the link could take
         self.last_reason = reason
         if target != alloc.current:
             alloc.switched(now, target, reason)

@@ -374,6 +374,7 @@ class SessionManager:
                 "wakeups": self.router.wakeups,
                 "drops": self.router.drop_counts,
             },
+            "overload": self.simulcast.overload.stats(),
         }
 
     def repair_totals(self) -> dict[str, int]:

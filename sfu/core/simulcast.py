@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from .. import _fastpath
 from ..errors import BadRequest
 from ..wire import rtcp
-from .allocator import LayerOption, ManualLimit, ViewerRateControl
+from .allocator import INF, LayerOption, ManualLimit, ViewerRateControl
 from .layers import LayerMeter, rank, timestamp_hint
+from .overload import OverloadGuard
 from .stream import Layer, Track
 from .twcc import FEEDBACK_INTERVAL_S, FeedbackSender
 
@@ -140,6 +141,8 @@ class SimulcastControl:
         self._wake_seq = itertools.count()
         self._sweep: list[str] = []  # the round-robin order, rebuilt when it runs out
         self.decisions = 0
+        # the server's own capacity: a ceiling on every viewer's video while media waits too long
+        self.overload = OverloadGuard(getattr(manager.config, "overload_queue_delay_ms", 0.0) / 1000)
 
     @property
     def active(self) -> bool:
@@ -153,6 +156,7 @@ class SimulcastControl:
     def add_viewer(self, session, options: Mapping[str, object], now: float) -> None:
         control = ViewerRateControl(now)
         control.allocator.limit = parse_limit(options)
+        control.ceiling_bps = self.overload.ceiling_bps or INF
         viewer = self.viewers[session.id] = _Viewer(session, control, _fastpath.FeedbackAggregator(session.peer.endpoint))
         self._busy[session.id] = viewer
         self._apply_pause(session, control.limit, now)
@@ -253,6 +257,14 @@ class SimulcastControl:
         if now >= self.next_feedback:
             self.next_feedback = now + FEEDBACK_INTERVAL_S
             self._publisher_feedback(now)
+        router = self.manager.router
+        if self.overload.update(now, router.take_queue_delay(), int(router.bytes_out), len(self.viewers)):
+            ceiling = self.overload.ceiling_bps or INF
+            log.info("overload: video ceiling %s per viewer (media waited %.0f ms in the socket)",
+                     f"{ceiling / 1e3:.0f} kbit/s" if ceiling != INF else "lifted", self.overload.last_delay_s * 1e3)
+            for viewer in self.viewers.values():  # everyone decides against the new ceiling
+                viewer.control.ceiling_bps = ceiling
+                self._busy[viewer.session.id] = viewer
         live = set()
         for st in self.manager.streams.values():
             for track in st.tracks:

@@ -34,6 +34,7 @@ log = logging.getLogger("sfu.udp")
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024  # absorb bursts (keyframes times viewers) between wake-ups
 MEDIA_POLL_BUDGET_S = 0.0002  # Python work between two drains of the socket, at most (about) ...
 CONTROL_SHARE = 0.5  # ... unless the last drain took longer: then this share of its duration
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 
 
 def open_media_socket(host: str, port: int, ipv6: bool) -> socket.socket:
@@ -67,6 +68,10 @@ class MediaPort:
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, gso: bool = True) -> None:
         self.sock = sock
         self.loop = loop
+        try:  # kernel receive times: the router measures how long media waited in the socket
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass
         self.router = _fastpath.Router(sock.fileno(), sock.family, gso)
         self.manager: SessionManager | None = None
         self.send_errors: Counter[str] = Counter()

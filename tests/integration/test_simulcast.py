@@ -146,3 +146,27 @@ async def test_slow_viewer_moves_down_within_2_s_and_back_up_later() -> None:
             assert slow.stats["video"]["resolution"] == (1280, 720)
             state = _layer_state(server, slow_id)
             assert state["bwe"]["probes_succeeded"] >= 1 and state["switches"] >= 2
+
+
+async def test_an_overloaded_server_sends_lower_layers_until_media_stops_waiting() -> None:
+    """A limit no socket meets (1 µs) makes every tick an overload: the guard cuts the video
+    ceiling once a second, and the viewer, whose link would take the top layer, steps down to the
+    lowest; the ceiling and the measured wait show in /api/stats and /metrics."""
+    import dataclasses
+
+    config = dataclasses.replace(sfu.Config.for_tests(), overload_queue_delay_ms=0.001)
+    async with sfu.Server(config) as server:
+        pub, sub = server.mint_token("shop", publish=True), server.mint_token("shop", subscribe=True)
+        async with PacketPublisher(server.whip_url("shop"), pub, simulcast_rids=RIDS, keyframe_interval=1.0), \
+                PacketViewer(server.whep_url("shop"), sub) as viewer:
+            await viewer.wait_for(lambda: viewer.stats["video"]["frames"] >= 5, timeout=10)
+            await _until(lambda: _layer_state(server)["current_layer"] == "q", timeout=15)
+            await viewer.wait_for(lambda: viewer.stats["video"]["resolution"] == (320, 180), timeout=5)
+            guard = server.stats()["overload"]
+            assert guard["cuts"] >= 2 and guard["ceiling_bps"] is not None
+            assert guard["queue_delay_max_ms"] > 0
+            async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
+                text = await resp.text()
+            ceiling = next(line for line in text.splitlines() if line.startswith("sfu_overload_ceiling_bps "))
+            assert 0 < float(ceiling.split()[1]) < 1_000_000  # below the top layer's need (it goes on falling)
+            assert "sfu_media_queue_delay_seconds " in text and "sfu_overload_cuts_total " in text
