@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send every media packet as its own datagram (no UDP GSO; without this flag GSO is "
         "still skipped for a viewer whose path the kernel refused it for)",
     )
+    serve.add_argument(
+        "--overload-queue-delay-ms",
+        metavar="MS",
+        type=float,
+        help="media waiting longer than this in the UDP socket (sustained) lowers every viewer's video "
+        "layer until the wait is gone (default 30; 0 = off)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
     serve.set_defaults(func=_cmd_serve)
 
@@ -196,6 +203,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "max_sessions": args.max_sessions,
         "keyframe_cache": args.keyframe_cache,
         "udp_gso": args.udp_gso,
+        "overload_queue_delay_ms": args.overload_queue_delay_ms,
         "log_level": args.log_level,
     }
     config = load_config(args.config, os.environ, overrides)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -36,6 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     target.add_argument("--token", metavar="T", help="bearer token for WHIP (and WHEP unless --viewer-token)")
     target.add_argument("--viewer-token", metavar="T", help="bearer token for WHEP")
     target.add_argument("--server-pid", type=int, metavar="PID", help="a local server to read CPU/RSS of")
+    target.add_argument("--server-args", metavar="ARGS", default="",
+                        help='with --spawn: more `sfu serve` arguments, one string (e.g. "--no-gso")')
 
     load = p.add_argument_group("load")
     load.add_argument("--viewers", type=int, default=10, metavar="N", help=f"WHEP viewers (max {MAX_VIEWERS})")
@@ -83,6 +86,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         viewers=args.viewers, duration=args.duration, ramp=args.ramp, settle=args.settle,
         spawn=args.spawn, http_port=args.http_port, udp_port=args.udp_port, whip=args.whip, whep=args.whep,
         token=args.token, viewer_token=args.viewer_token, server_pid=args.server_pid,
+        server_args=shlex.split(args.server_args),
         publishers=args.publishers, stream=args.stream,
         video_codec=None if args.codec == "none" else args.codec, bitrate=args.bitrate, fps=args.fps,
         keyframe_interval=args.keyframe_interval,

@@ -51,6 +51,7 @@ class BenchOptions:
     token: str | None = None
     viewer_token: str | None = None
     server_pid: int | None = None
+    server_args: list[str] = field(default_factory=list)  # more `sfu serve` arguments (--spawn)
     publishers: int = 1
     stream: str = "bench"
     video_codec: str | None = "VP8"
@@ -86,6 +87,8 @@ class BenchOptions:
             raise ValueError(f"--srtp must be one of {', '.join(SRTP_CHOICES)}")
         if self.spawn == bool(self.whip or self.whep):
             raise ValueError("give either --spawn or both --whip and --whep")
+        if self.server_args and not self.spawn:
+            raise ValueError("--server-args goes with --spawn")
         if not self.spawn and not (self.whip and self.whep):
             raise ValueError("give both --whip and --whep")
         if not self.spawn and self.publishers > 1 and "{i}" not in (self.whip or "") + (self.whep or ""):
@@ -171,7 +174,7 @@ async def run_bench(
     samples: dict[str, procstat.ProcSample | None] = {}
     try:
         if opts.spawn:
-            server = await spawn_server(opts.http_port, opts.udp_port)
+            server = await spawn_server(opts.http_port, opts.udp_port, opts.server_args)
             from sfu import tokens
 
             def whip(i: int) -> str:

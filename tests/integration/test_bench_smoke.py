@@ -11,11 +11,13 @@ import sys
 def test_bench_spawn_three_viewers_json() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sfu", "bench", "--spawn", "--viewers", "3", "--duration", "3",
-         "--settle", "1", "--json", "--quiet"],
+         "--settle", "1", "--json", "--quiet",
+         "--server-args", "--overload-queue-delay-ms 25 --no-gso"],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     results = json.loads(done.stdout)
+    assert results["target"]["server_argv"][-3:] == ["--overload-queue-delay-ms", "25", "--no-gso"]
     assert results["viewers"]["connected"] == 3
     assert results["viewers"]["failed"] == 0
     assert results["viewers"]["with_media"] == 3

@@ -46,6 +46,8 @@ def test_help_lists_what_exists(capsys):
         "--token-secret",
         "--viewer-token-required",
         "--max-sessions",
+        "--no-gso",
+        "--overload-queue-delay-ms",
         "--log-level",
     ):
         assert flag in out
@@ -105,7 +107,10 @@ def test_token_creates_then_reuses_the_secret_file(tmp_path, capsys):
         (["serve", "--http-port", "99999"], "port must be 0-65535"),
         (["serve", "--max-sessions", "-1"], "must be >= 0"),
         (["serve", "--log-level", "loud"], "invalid choice"),
+        (["serve", "--overload-queue-delay-ms", "-5", "--token-secret", SECRET], "overload_queue_delay_ms must be 0 (off)"),
         (["serve", "--bogus"], "unrecognized arguments"),
+        (["bench", "--whip", "http://h/whip", "--whep", "http://h/whep", "--server-args=--no-gso"],
+         "--server-args goes with --spawn"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],
