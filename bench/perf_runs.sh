@@ -9,7 +9,8 @@
 #   scalelow-P-N       the same at 300 kbit/s top layer, so the load tool keeps up at 1000 viewers
 #                      (cost against out-packets, RSS per viewer between 100 and 1000)
 #   publishers-P-10    10 publishers, no viewers: RSS per stream
-#   storm-P-1000       1000 viewers joining over 10 s, media within 15 s (stormlow: 300 kbit/s top layer)
+#   storm-P-1000       1000 viewers joining over 10 s, media within 15 s (stormlow: 300 kbit/s top layer;
+#                      stormnoguard: the overload guard off, --overload-queue-delay-ms 0)
 # Latency (pinned: server on CPU 0, load tool on CPU 1, so it is not the tool's contention):
 #   pin-P-N[-paced]    1 stream, N viewers, frames back to back or paced 2.5x (as a browser)
 #   pinmulti-P-N       10 streams, N viewers spread over them, paced
@@ -44,6 +45,8 @@ for P in ${*:-gcm cm80}; do
     --join-deadline 15
   run "stormlow-$P-1000" --viewers 1000 --ramp 10 --settle 5 --duration 5 --procs 2 --srtp "$P" $LOW \
     --join-deadline 15
+  run "stormnoguard-$P-1000" --viewers 1000 --ramp 10 --settle 5 --duration 5 --procs 2 --srtp "$P" $MEDIA \
+    --join-deadline 15 --server-args "--overload-queue-delay-ms 0"
   for N in 50 100 200; do
     sh bench/pinned.sh "$OUT/pin-$P-$N.json" --viewers $N --ramp 2 --duration 10 --procs 1 --srtp "$P" $MEDIA
     sh bench/pinned.sh "$OUT/pin-$P-$N-paced.json" --viewers $N --ramp 2 --duration 10 --procs 1 --srtp "$P" \

@@ -46,7 +46,9 @@ def storm_line(name: str, storm: dict | None) -> None:
           f" {v['connected']}, failed {v['failed']} {v['errors']}, with media {v['with_media']}, within"
           f" {j['deadline_s']} s: {j['media_within_deadline']}; connect {j['connect_s']}, first media"
           f" {j['first_media_s']}; server CPU {s.get('cpu_pct')} %, tool CPU {storm['load_tool'].get('cpu_pct')} %,"
-          f" RSS {s.get('rss_mib_window_end')} MiB, out pps {storm['packets']['out_pps']}")
+          f" RSS {s.get('rss_mib_window_end')} MiB, out pps {storm['packets']['out_pps']}; in the window after it:"
+          f" loss {storm['packets']['loss_pct']} %, latency p50 / p99 {storm['latency_ms']['p50']} /"
+          f" {storm['latency_ms']['p99']} ms")
 
 
 HEADER = ("| viewers | connected | out pps | server CPU % | out-packets / CPU-s | / floor | µs / out-packet |"
@@ -86,7 +88,7 @@ def main(profiles: list[str]) -> None:
             print(f"\n10 publishers: RSS idle {s.get('rss_mib_idle')} MiB -> {s.get('rss_mib_publishers')} MiB: "
                   f"{s.get('rss_kib_per_publisher')} KiB per stream (after 1.5 s); end of window "
                   f"{s.get('rss_mib_window_end')} MiB")
-        for storm_name in (f"storm-{p}-1000", f"stormlow-{p}-1000"):
+        for storm_name in (f"storm-{p}-1000", f"stormlow-{p}-1000", f"stormnoguard-{p}-1000"):
             storm_line(storm_name, load(f"{storm_name}.json"))
         pinned = [(name, load(f"{name}.json")) for name in (
             f"pin-{p}-50", f"pin-{p}-50-paced", f"pin-{p}-100", f"pin-{p}-100-paced", f"pin-{p}-200",
