@@ -1,6 +1,6 @@
 """The session manager: WHIP/WHEP sessions, their peers, streams and the RTCP each leg gets.
 
-Inputs: the signalling calls of `sfu.io.session_api.SessionApi` (publish, admit_viewer + view,
+Inputs: the signalling calls of `sfu.core.session_api.SessionApi` (publish, admit_viewer + view,
 delete, patch), `handle_datagram(kind, endpoint, data, addr, now)` for what the fast path hands over
 (STUN, DTLS, SRTCP, RTP with an unbound SSRC), and `handle_timer(now)`. Outputs: `take_datagrams()`
 (what to send, already protected where needed), `next_deadline()`, and the name of each stream that
@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from .. import _fastpath
 from ..errors import Conflict, NotFound, Overloaded, PreconditionFailed, Unprocessable
-from ..io.session_api import Created, Patched
+from .session_api import Created, Patched
 from ..wire import rtcp
 from ..wire.sdp import parse_sdpfrag
 from ..wire.stun import peek_username

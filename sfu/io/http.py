@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization, verify
 from .live_wait import LiveWaiters
-from .session_api import Created, SessionApi
+from ..core.session_api import Created, SessionApi
 
 log = logging.getLogger(__name__)
 

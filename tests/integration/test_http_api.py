@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from sfu.config import Config
 from sfu.errors import BadRequest, Conflict, NotFound, Overloaded, PreconditionFailed, SfuError, Unprocessable
 from sfu.io.http import build_app
-from sfu.io.session_api import Created, Patched
+from sfu.core.session_api import Created, Patched
 from sfu.tokens import mint
 
 SECRET = "h" * 32
