@@ -10,7 +10,9 @@ requests open while they wait for a publisher (`sfu.io.live_wait`).
 
 The server ends every RTP/RTCP leg (DESIGN.md): towards publishers it is the receiver (its own
 receiver reports, keyframe requests), towards viewers the sender (its own sender reports with the
-viewer's SSRC and translated timestamps).
+viewer's SSRC and translated timestamps). Components it owns and drives: `RtcpLegs` (RTCP in and
+reports out, core/rtcp_legs.py), `SimulcastControl` (layers, estimates, the overload guard),
+`Repair` (NACK/RTX, keyframe cache).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from .certificate import CertificateStore
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
+from .rtcp_legs import RtcpLegs
 from .simulcast import SimulcastControl
-from .stream import TWCC_URI, Layer, SenderReportInfo, Stream, Track
+from .stream import TWCC_URI, Layer, Stream, Track
 from .subscription import Subscription
 
 log = logging.getLogger("sfu.sessions")
@@ -102,6 +105,7 @@ class SessionManager:
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_listeners: list[Callable[[str], None]] = []
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
+        self.rtcp = RtcpLegs(self)  # RTCP from both legs, and our reports on them (core/rtcp_legs.py)
         self.on_wakeup: Callable[[], None] | None = None
         # called between sessions in the timer sweeps: the shell forwards waiting media there
         # (sfu.io.udp.MediaPort.poll_media), so a sweep over many sessions never holds media back
@@ -402,7 +406,7 @@ class SessionManager:
             elif kind == _fastpath.KIND_DTLS:
                 self._on_dtls(endpoint, data, addr, now)
             elif kind == _fastpath.KIND_RTCP:
-                self._on_rtcp(endpoint, data, now)
+                self.rtcp.receive(endpoint, data, now)
             elif kind == _fastpath.KIND_RTP_UNBOUND:
                 self._on_unbound_rtp(endpoint, data, now)
             elif kind == _fastpath.KIND_LOSS:
@@ -518,59 +522,6 @@ class SessionManager:
     # RTCP
     # ------------------------------------------------------------------------------------------
 
-    def _on_rtcp(self, endpoint, data: bytes, now: float) -> None:
-        session: Session = endpoint.owner
-        if session is None or session.closed:
-            return
-        if session.kind == "whep":
-            # transport-cc feedback goes to C whole (parse, match, summarise); the rest is parsed here
-            rest = self.simulcast.on_viewer_rtcp(session, data, now)
-            if rest is None:
-                return
-            data = rest
-        try:
-            packets = rtcp.parse_compound(data)
-        except rtcp.RtcpError as exc:
-            self.counters["rtcp-malformed"] += 1
-            session.rtcp_in[f"malformed-{exc}"] += 1
-            return
-        for packet in packets:
-            name = type(packet).__name__
-            session.rtcp_in[name] += 1
-            if session.kind == "whip":
-                self._publisher_rtcp(session, packet, now)
-            else:
-                self._viewer_rtcp(session, packet, now)
-
-    def _publisher_rtcp(self, session: Session, packet, now: float) -> None:
-        if isinstance(packet, rtcp.SenderReport):
-            for track in session.stream.tracks:
-                layer = track.layer_for_ssrc(packet.ssrc)
-                if layer is not None and layer.ssrc == packet.ssrc:
-                    layer.last_sr = SenderReportInfo(packet.ntp_timestamp, packet.rtp_timestamp, now)
-        elif isinstance(packet, rtcp.ExtendedReport):
-            self.repair.on_publisher_xr(session, packet, now)  # DLRR: RTT towards the publisher
-
-    def _viewer_rtcp(self, session: Session, packet, now: float) -> None:
-        if isinstance(packet, (rtcp.Pli, rtcp.Fir)):
-            targets = [packet.media_ssrc] if isinstance(packet, rtcp.Pli) else [e[0] for e in packet.entries]
-            self.counters["keyframe-requests-received"] += 1
-            for sub in session.subscriptions:
-                if sub.spec.ssrc in targets and sub.layer is not None:
-                    self._want_keyframe(session.stream, sub.layer, now)
-        elif isinstance(packet, rtcp.TransportCc):
-            # only here when the C walk passed the compound on whole (more than 64 packets in it)
-            self.counters["twcc-feedback-unsummarised"] += 1
-        elif isinstance(packet, rtcp.Nack):
-            self.counters["nacks-received"] += 1
-            self.repair.on_viewer_nack(session, packet, now)  # rebuilt from the layer's C store
-        elif isinstance(packet, rtcp.ReceiverReport | rtcp.SenderReport):
-            for block in packet.reports:
-                for sub in session.subscriptions:
-                    if sub.spec.ssrc == block.ssrc:
-                        sub.last_report = block
-                        self.repair.on_viewer_report(sub, block, now)  # RTT for resend pacing
-
     def _want_keyframe(self, st: Stream, layer: Layer, now: float) -> None:
         publisher = st.publisher
         if publisher is None:
@@ -600,63 +551,6 @@ class SessionManager:
             self.counters["rtcp-protect-failed"] += 1
             return
         self._out.append((protected, peer.path))
-
-    def _reports(self, now: float) -> None:
-        wall = self.wall_clock()
-        ntp = rtcp.ntp_from_unix(wall)
-        for session in list(self.sessions.values()):
-            if session.closed or session.peer.srtp_profile is None:
-                continue
-            self.media_poll()
-            session.peer.poll_activity(now)
-            if session.kind == "whip":
-                blocks = []
-                for track in session.stream.tracks:
-                    for layer in track.layers:
-                        blocks.append(self._report_block(layer, now))
-                for i in range(0, len(blocks), 31) or [0]:
-                    extras = self.repair.report_extras(session, ntp) if i == 0 else []  # XR RRTR
-                    self._send_rtcp(session, [rtcp.ReceiverReport(session.rtcp_ssrc, blocks[i : i + 31]), *extras])
-            else:
-                packets = []
-                for sub in session.subscriptions:
-                    out = sub.out
-                    if not out.has_out:
-                        continue
-                    packets.append(
-                        rtcp.SenderReport(sub.spec.ssrc, ntp, self._translated_timestamp(sub, now, wall), out.packets & 0xFFFFFFFF, out.bytes & 0xFFFFFFFF, [])
-                    )
-                if packets:
-                    self._send_rtcp(session, packets)
-
-    def _translated_timestamp(self, sub: Subscription, now: float, wall: float) -> int:
-        """RTP timestamp for `now` on the viewer's clock (RFC 3550 §6.4.1), from the publisher's
-        own sender report when it sent one (keeps its audio/video sync), else extrapolated."""
-        layer = sub.layer
-        if layer is not None and layer.last_sr is not None and sub.out.has_out:
-            sr = layer.last_sr
-            elapsed = (rtcp.ntp_from_unix(wall) - sr.ntp) / 2**32
-            source_ts = sr.rtp_timestamp + int(elapsed * sub.out.clock_rate)
-            return (source_ts + sub.out.ts_offset) & 0xFFFFFFFF
-        return sub.out.out_timestamp_at(now)
-
-    def _report_block(self, layer: Layer, now: float) -> rtcp.ReportBlock:
-        """RFC 3550 §6.4.1 / A.3 report block for one incoming layer."""
-        st = layer.stream
-        expected = st.expected
-        received = st.packets
-        lost = max(0, expected - received)
-        expected_interval = expected - layer.expected_prior
-        received_interval = received - layer.received_prior
-        layer.expected_prior, layer.received_prior = expected, received
-        lost_interval = expected_interval - received_interval
-        fraction = (lost_interval << 8) // expected_interval if expected_interval > 0 and lost_interval > 0 else 0
-        lsr = dlsr = 0
-        if layer.last_sr is not None:
-            lsr = rtcp.ntp_middle_32(layer.last_sr.ntp)
-            dlsr = int((now - layer.last_sr.received_at) * 65536) & 0xFFFFFFFF
-        highest = (st.highest_seq - (1 << 32)) & 0xFFFFFFFF if st.started else 0
-        return rtcp.ReportBlock(layer.ssrc, min(fraction, 255), min(lost, 0x7FFFFF), highest, int(st.jitter), lsr, dlsr)
 
     # ------------------------------------------------------------------------------------------
     # Timers
@@ -701,7 +595,7 @@ class SessionManager:
             self.simulcast.tick(now)
         if now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL_S
-            self._reports(now)
+            self.rtcp.send_reports(now)
             self.media_poll()
             self._poll_gates(now)
             self.media_poll()

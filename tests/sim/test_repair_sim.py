@@ -202,7 +202,7 @@ def test_pli_storm_from_100_viewers_is_one_upstream_request_per_interval():
         now = clock.now
         for i, viewer in enumerate(viewers):  # every viewer PLIs every 20 ms, out of phase
             if int(now * 1000) % 20 == i % 20:
-                manager._viewer_rtcp(viewer, rtcp.Pli(5000 + i, 1000 + i), now)
+                manager.rtcp.from_viewer(viewer, rtcp.Pli(5000 + i, 1000 + i), now)
         if sent_times and keyframe_due is None and sent_times[-1] == now:
             keyframe_due = now + 0.05  # the publisher answers each PLI with a keyframe 50 ms later
         if keyframe_due is not None and now >= keyframe_due:
