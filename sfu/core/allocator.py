@@ -17,7 +17,9 @@ Rules:
   lower. Unavailable layers (stopped arriving) are never chosen.
 - audio is served first: the video budget is the estimate minus the audio being sent.
 - the server's own ceiling (`ceiling_bps`, set under overload: `sfu/core/overload.py`) caps the
-  estimate and counts as a confirmed shortage; nothing is probed for above it.
+  estimate and counts as a confirmed shortage; nothing is probed for above it. A step down that
+  only the ceiling forced ("overload-down") sets no hold-off: the ceiling's own recovery paces the
+  way back up.
 - downgrade as soon as the current layer has not fitted for `DOWNGRADE_CONFIRM_S`; jump straight
   to the best layer that fits.
 - upgrade one step at a time, only after the next layer has fitted for `UPGRADE_CONFIRM_S` and not
@@ -274,6 +276,9 @@ class ViewerRateControl:
             probe_for = None  # the server cannot send it now, whatever the link could take
         self.last_reason = reason
         if target != alloc.current:
+            if reason == "bandwidth-down" and capped and self._fits_estimate(ranked, alloc.current, audio_bps):
+                # the server's ceiling, not the link: no hold-off (the ceiling paces the way back up)
+                reason = "overload-down"
             alloc.switched(now, target, reason)
             self.switch_count += 1
             self.probe_until = None
@@ -300,6 +305,10 @@ class ViewerRateControl:
             elif now < alloc.next_probe_at:  # else a probe could have started and did not: not quiet
                 self.quiet = Quiet(target, probe_for.key, audio_bps, alloc.next_probe_at)
         return Decision(target, padding, stop_padding=stop, reason=reason)
+
+    def _fits_estimate(self, ranked: list[LayerOption], key: object, audio_bps: float) -> bool:
+        option = next((o for o in ranked if o.key == key), None)
+        return option is not None and option.need_bps <= (self.bwe.estimate_bps - audio_bps) * DOWNGRADE_MARGIN
 
     def stats(self) -> dict[str, object]:
         alloc = self.allocator
