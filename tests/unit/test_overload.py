@@ -98,21 +98,17 @@ def test_a_ceiling_moves_a_viewer_down_without_waiting_for_congestion_and_stops_
     assert {twin.decide(0.1 * k, RANKED, 0.0, 2e6).target for k in range(1, 50)} == {"f"}  # no ceiling
     decision = control.decide(0.4, RANKED, 0.0, 2e6)
     assert (decision.target, decision.reason) == ("h", "overload-down")  # the link was fine
-    assert control.allocator.hold_until <= 0.4 and control.allocator.downgrades == 0  # no hold-off
+    assert control.allocator.hold_until > 0.4  # upgrades held off as after any step down
     control.allocator.current = "h"
-    for step in range(1, 50):  # 5 s at h: never a probe (padding) for f above the ceiling
+    for step in range(1, 200):  # 20 s at h: never a probe (padding) for f above the ceiling
         decision = control.decide(0.4 + step * 0.1, RANKED, 0.0, 600_000)
         assert decision.target == "h" and decision.padding_bytes == 0
-    control.ceiling_bps = INF  # lifted: the estimate rules again, after the upgrade confirmation only
-    up_at = None
-    for step in range(1, 40):
-        if control.decide(5.4 + step * 0.1, RANKED, 0.0, 600_000).target == "f":
-            up_at = 5.4 + step * 0.1
-            break
-    assert up_at is not None and up_at <= 5.4 + 1.5  # UPGRADE_CONFIRM_S, no 4 s hold-off
+    control.ceiling_bps = INF  # lifted: the estimate rules again
+    targets = {control.decide(20.5 + step * 0.1, RANKED, 0.0, 600_000).target for step in range(40)}
+    assert "f" in targets
 
 
-def test_a_step_down_the_link_also_forces_keeps_its_hold_off() -> None:
+def test_a_step_down_the_link_also_forces_is_a_bandwidth_one() -> None:
     control = ViewerRateControl(0.0)
     control.bwe.delay_bps = control.bwe.loss_bps = 8_000_000
     control.decide(0.0, RANKED, 0.0, 0.0)
