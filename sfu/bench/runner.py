@@ -351,7 +351,9 @@ def _results(opts: BenchOptions, server: SpawnedServer | None, pid: int | None,
             "spawned": server is not None,
             "http_url": server.http_url if server else None,
             "whip": opts.whip, "whep": opts.whep,
-            "server_argv": [a for a in server.argv if a] if server else None,
+            "server_argv": [
+                "--token-secret=(hidden)" if a.startswith("--token-secret=") else a for a in server.argv if a
+            ] if server else None,
         },
         "viewers": {
             "requested": opts.viewers, "connected": connected, "failed": failed, "errors": errors,

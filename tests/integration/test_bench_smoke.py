@@ -17,7 +17,9 @@ def test_bench_spawn_three_viewers_json() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     results = json.loads(done.stdout)
-    assert results["target"]["server_argv"][-3:] == ["--overload-queue-delay-ms", "25", "--no-gso"]
+    argv = results["target"]["server_argv"]
+    assert argv[-3:] == ["--overload-queue-delay-ms", "25", "--no-gso"]
+    assert "--token-secret=(hidden)" in argv  # the spawned server's secret stays out of the report
     assert results["viewers"]["connected"] == 3
     assert results["viewers"]["failed"] == 0
     assert results["viewers"]["with_media"] == 3
