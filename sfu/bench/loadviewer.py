@@ -258,7 +258,8 @@ class LoadViewer(PacketViewer):
             self._send_rtcp(packet)
 
     def _periodic(self, now: float) -> float:
-        self._pull()
+        if now >= self._next_rr:  # the receiver report reads the counters; NACKs and feedback do not
+            self._pull()
         return super()._periodic(now)
 
     # --- summaries ----------------------------------------------------------------------
