@@ -6,7 +6,7 @@ receiver `sfu._fastpath.LoadReceiver`: every viewer socket sits in its epoll set
 callback drains them all (a bounded batch per socket and per call, so a joining viewer's ICE and
 DTLS answers are not held behind other viewers' media: a browser has a process of its own).
 
-Per RTP packet of an SSRC the viewer has bound, the receiver does in C what `_fast_rtp` used to do
+Per RTP packet of an SSRC the viewer has bound, the receiver does in C what this class used to do
 in Python: the clear-text header for sequence bookkeeping (gaps and late arrivals come back as
 events, so NACKs stay `PacketViewer`'s), the transport-wide sequence number with the kernel's
 arrival time (SO_TIMESTAMPNS: the time a busy load-tool process took to get round to a packet is
@@ -16,7 +16,7 @@ latency histogram). What it leaves to Python: STUN, DTLS, SRTCP, and RTP of an S
 (`PacketViewer`'s full path, after which the viewer binds the SSRC with its state so far).
 Receiver reports and NACKs are `PacketViewer`'s, fed from the receiver's state (`_pull`);
 transport-cc feedback is built in C from the receiver's arrival records (`twcc_feedback`), the same
-bytes `PacketViewer` would send (tested), at ~1/40 of the cost.
+bytes `PacketViewer` would send (tested); in Python it cost ~80 µs per feedback.
 """
 
 from __future__ import annotations
