@@ -44,10 +44,15 @@ class _Session(SimpleNamespace):
 
 
 class _Manager:
-    def __init__(self) -> None:
+    def __init__(self, router: _fastpath.Router) -> None:
         self.now = 0.0
         self.streams: dict[str, object] = {}
         self.counters: Counter[str] = Counter()
+        self.router = router  # the overload guard reads its queue delay (none here: no socket)
+        self.config = SimpleNamespace(overload_queue_delay_ms=30.0)
+
+    def media_poll(self) -> None:
+        pass
 
     def clock(self) -> float:
         return self.now
@@ -87,7 +92,7 @@ def run(viewers: int, seconds: float, trace: bool) -> dict[str, float]:
     track = _track(codec)  # type: ignore[arg-type]
     audio_track = SimpleNamespace(kind="audio", layers=[], spec=SimpleNamespace(codec=SimpleNamespace(name="opus")))
     stream = SimpleNamespace(tracks=[audio_track, track], viewers=set(), publisher=None)
-    manager = _Manager()
+    manager = _Manager(router)
     manager.streams["bench"] = stream
     control = SimulcastControl(manager)
     _publish(router, track, 0, 0.0)

@@ -142,7 +142,7 @@ class SimulcastControl:
         self._sweep: list[str] = []  # the round-robin order, rebuilt when it runs out
         self.decisions = 0
         # the server's own capacity: a ceiling on every viewer's video while media waits too long
-        self.overload = OverloadGuard(getattr(manager.config, "overload_queue_delay_ms", 0.0) / 1000)
+        self.overload = OverloadGuard(manager.config.overload_queue_delay_ms / 1000)
 
     @property
     def active(self) -> bool:
