@@ -208,6 +208,17 @@ cdef inline int64_t unwrap32(uint64_t highest, uint32_t value) noexcept nogil:
     cdef int32_t diff = <int32_t>(value - <uint32_t>highest)
     return <int64_t>highest + diff
 
+cdef inline int64_t kernel_rx_time_ns(msghdr *h) noexcept nogil:
+    """The kernel's receive time of a datagram read with SO_TIMESTAMPNS on (its first control
+    message, CLOCK_REALTIME ns), or -1 when it carries none."""
+    cdef cmsghdr *cm
+    if h.msg_controllen < sizeof(cmsghdr):
+        return -1
+    cm = <cmsghdr *>h.msg_control
+    if cm.cmsg_level != SOL_SOCKET_ or cm.cmsg_type != SCM_TIMESTAMPNS_:
+        return -1
+    return (<int64_t *>CMSG_DATA(cm))[0] * 1000000000 + (<int64_t *>CMSG_DATA(cm))[1]
+
 
 cdef struct RtpView:
     int header_len        # fixed header + CSRCs + extension block
@@ -1209,17 +1220,12 @@ cdef class Router:
         """How long the oldest datagram of this drain waited in the socket: its kernel receive time
         (SO_TIMESTAMPNS, when the socket has it on) against now. Under overload this is what grows
         first (the socket buffer holds seconds of media); `take_queue_delay` reports the maximum."""
-        cdef cmsghdr *cm
         cdef timespec real
-        cdef int64_t delay
-        if self.rmsgs[0].msg_hdr.msg_controllen < sizeof(cmsghdr):
-            return
-        cm = <cmsghdr *>self.rmsgs[0].msg_hdr.msg_control
-        if cm.cmsg_level != SOL_SOCKET_ or cm.cmsg_type != SCM_TIMESTAMPNS_:
+        cdef int64_t delay, received = kernel_rx_time_ns(&self.rmsgs[0].msg_hdr)
+        if received < 0:
             return
         clock_gettime(CLOCK_REALTIME, &real)
-        delay = ((<int64_t>real.tv_sec - (<int64_t *>CMSG_DATA(cm))[0]) * 1000000000
-                 + real.tv_nsec - (<int64_t *>CMSG_DATA(cm))[1])
+        delay = <int64_t>real.tv_sec * 1000000000 + real.tv_nsec - received
         if delay > self.queue_delay_max_ns:
             self.queue_delay_max_ns = delay
 

@@ -44,8 +44,6 @@ DEF LRX_EVENTS = 256          # ready sockets taken per epoll_wait
 DEF LRX_DGRAM = 2048
 DEF LRX_CTRL = 64             # control buffer per datagram (CMSG_SPACE(sizeof(timespec)) is 32)
 DEF LRX_CTRL_WORDS = 64       # LRX_RECV * LRX_CTRL / 8
-DEF LRX_SOL_SOCKET = 1
-DEF LRX_SCM_TIMESTAMPNS = 35  # SO_TIMESTAMPNS
 DEF LRX_PROBE_WINDOW = 96     # bytes after the RTP header where the publisher's probe is looked for
 DEF LRX_PROBE_LEN = 17        # magic (4) + send time (8) + frame (4) + layer (1)
 DEF LRX_REPLAY_SLACK_NS = 50000000
@@ -85,7 +83,6 @@ cdef struct LrxSlot:
     int64_t *twcc              # (extended transport seq, arrival µs) pairs
     int twcc_n
     int twcc_cap
-    int64_t twcc_dropped
     int64_t twcc_reported      # highest transport-wide number already in a feedback (-1: none)
     int twcc_fb_count          # feedback packet count (mod 256)
     int64_t connected_ns
@@ -125,7 +122,7 @@ cdef class LoadReceiver:
     Slots are the registered sockets; a slot's number is what `drain` reports datagrams and events
     under. Counters: `packets`, `bytes` (RTP datagrams), `decrypted`, `decrypt_failures`,
     `replayed` (probes older than their stream's newest: cache replays, kept out of the histogram),
-    `recv_errors`, `wakeups`."""
+    `recv_errors`, `twcc_overflow`, `wakeups`."""
 
     cdef int epfd
     cdef LrxSlot *slots
@@ -140,7 +137,6 @@ cdef class LoadReceiver:
     cdef sockaddr_storage raddrs[LRX_RECV]
     cdef uint64_t rctrl[LRX_CTRL_WORDS]   # 8-byte aligned for cmsghdr
     cdef epoll_event ready[LRX_EVENTS]
-    cdef int64_t mono_offset_ns          # CLOCK_REALTIME - CLOCK_MONOTONIC, per drain
     cdef readonly int decrypt_every
     cdef readonly unsigned long long packets
     cdef readonly unsigned long long bytes
@@ -148,6 +144,7 @@ cdef class LoadReceiver:
     cdef readonly unsigned long long decrypt_failures
     cdef readonly unsigned long long replayed
     cdef readonly unsigned long long recv_errors
+    cdef readonly unsigned long long twcc_overflow   # arrivals not kept: LRX_MAX_TWCC between feedbacks
     cdef readonly unsigned long long wakeups
 
     def __cinit__(self, *args, **kwargs):
@@ -318,15 +315,8 @@ cdef class LoadReceiver:
 
     def add_twcc(self, int slot, uint16_t seq, long long arrival_us):
         """An arrival Python saw (a packet that took its path): kept with the others, in order."""
-        lrx_twcc_add(self._slot(slot), seq, arrival_us)
-
-    def take_twcc(self, int slot) -> list:
-        """(extended transport-wide seq, arrival µs) since the last call, in arrival order."""
-        cdef LrxSlot *s = self._slot(slot)
-        cdef int i
-        out = [(s.twcc[2 * i], s.twcc[2 * i + 1]) for i in range(s.twcc_n)]
-        s.twcc_n = 0
-        return out
+        if lrx_twcc_add(self._slot(slot), seq, arrival_us) < 0:
+            self.twcc_overflow += 1
 
     def twcc_feedback(self, int slot, uint32_t sender_ssrc, uint32_t media_ssrc, int max_size=1200) -> list:
         """Transport-cc feedback (plain RTCP, one bytes per packet) for the arrivals since the last
@@ -387,15 +377,14 @@ cdef class LoadReceiver:
         cdef list slow = None
         cdef int nready, r, got, i, n, slot, total = 0
         cdef timespec mono, real
-        cdef cmsghdr *cm
-        cdef int64_t arrival_ns, mono_ns
+        cdef int64_t arrival_ns, mono_ns, offset_ns, received
         cdef uint8_t *p
         cdef LrxSlot *s
         self.wakeups += 1
         clock_gettime(CLOCK_MONOTONIC, &mono)
         clock_gettime(CLOCK_REALTIME, &real)
         mono_ns = <int64_t>mono.tv_sec * 1000000000 + mono.tv_nsec
-        self.mono_offset_ns = <int64_t>real.tv_sec * 1000000000 + real.tv_nsec - mono_ns
+        offset_ns = <int64_t>real.tv_sec * 1000000000 + real.tv_nsec - mono_ns  # kernel times are REALTIME
         nready = epoll_wait(self.epfd, self.ready, LRX_EVENTS, 0)
         for r in range(nready):
             slot = <int>self.ready[r].data.u32
@@ -415,12 +404,8 @@ cdef class LoadReceiver:
             for i in range(got):
                 p = self.rbuf + i * LRX_DGRAM
                 n = self.rmsgs[i].msg_len
-                arrival_ns = mono_ns
-                if self.rmsgs[i].msg_hdr.msg_controllen >= sizeof(cmsghdr):
-                    cm = <cmsghdr *>self.rmsgs[i].msg_hdr.msg_control
-                    if cm.cmsg_level == LRX_SOL_SOCKET and cm.cmsg_type == LRX_SCM_TIMESTAMPNS:
-                        arrival_ns = ((<int64_t *>CMSG_DATA(cm))[0] * 1000000000
-                                      + (<int64_t *>CMSG_DATA(cm))[1] - self.mono_offset_ns)
+                received = kernel_rx_time_ns(&self.rmsgs[i].msg_hdr)
+                arrival_ns = received - offset_ns if received >= 0 else mono_ns
                 if n >= 12 and 128 <= p[0] <= 191 and not (192 <= p[1] <= 223):
                     self.packets += 1
                     self.bytes += n
@@ -454,7 +439,6 @@ cdef class LoadReceiver:
         cdef LrxStream *st
         cdef LrxStream *t
         cdef int64_t highest, ext, transit, d, send_ns, us, newest
-        cdef int64_t delta
         cdef uint16_t seq
         cdef uint32_t frame
         cdef unsigned long long index = 0
@@ -475,7 +459,8 @@ cdef class LoadReceiver:
         if s.twcc_id:
             off = find_extension(p, &v, s.twcc_id, &elen)
             if off >= 0 and elen == 2:
-                lrx_twcc_add(s, rd16(p + off), arrival_ns // 1000)
+                if lrx_twcc_add(s, rd16(p + off), arrival_ns // 1000) < 0:
+                    self.twcc_overflow += 1
         rx = <SrtpContext>self._rx[slot]
         seq = v.seq
         t = st
@@ -491,10 +476,8 @@ cdef class LoadReceiver:
             seq = rd16(p + v.payload_off)
             t = &s.streams[st.media]
             t.rtx += 1
-        # RFC 3550 A.1: extend to 64 bits around the highest number seen
         highest = t.highest
-        delta = <int64_t>((seq - <uint16_t>(highest & 0xFFFF)) & 0xFFFF)
-        ext = highest + delta if delta < 0x8000 else highest + delta - 0x10000
+        ext = unwrap16(<uint64_t>highest, seq)
         t.received += 1
         t.bytes += n
         if ext <= highest:
@@ -547,31 +530,26 @@ cdef class LoadReceiver:
         return 1
 
 
-cdef inline void lrx_twcc_add(LrxSlot *s, uint16_t seq, int64_t arrival_us) noexcept:
-    cdef int64_t ext, delta
+cdef inline int lrx_twcc_add(LrxSlot *s, uint16_t seq, int64_t arrival_us) noexcept:
+    """Keep one transport-wide arrival (sequence number extended); 0, or -1 when not kept."""
+    cdef int64_t ext = seq if s.twcc_highest < 0 else unwrap16(<uint64_t>s.twcc_highest, seq)
     cdef int64_t *grown
     cdef int cap
-    if s.twcc_highest < 0:
-        ext = seq
-    else:
-        delta = <int64_t>((seq - <uint16_t>(s.twcc_highest & 0xFFFF)) & 0xFFFF)
-        ext = s.twcc_highest + delta if delta < 0x8000 else s.twcc_highest + delta - 0x10000
     if ext > s.twcc_highest:
         s.twcc_highest = ext
     if s.twcc_n >= s.twcc_cap:
         if s.twcc_cap >= LRX_MAX_TWCC:
-            s.twcc_dropped += 1
-            return
+            return -1
         cap = s.twcc_cap * 2 if s.twcc_cap else 256
         grown = <int64_t *>realloc(s.twcc, cap * 2 * sizeof(int64_t))
         if grown == NULL:
-            s.twcc_dropped += 1
-            return
+            return -1
         s.twcc = grown
         s.twcc_cap = cap
     s.twcc[2 * s.twcc_n] = ext
     s.twcc[2 * s.twcc_n + 1] = arrival_us
     s.twcc_n += 1
+    return 0
 
 
 def load_hist_bucket(long long us) -> int:

@@ -147,11 +147,18 @@ def test_rtp_of_bound_ssrcs_is_counted_sequenced_and_measured_in_c() -> None:
         assert sum(samples.values()) == 2
         assert all(0 <= latency_us < 5_000_000 for latency_us in samples)
         assert frames == 2  # frames 1 (101) and 3 (106)
-        twcc = loop.rx.take_twcc(loop.slot)  # the unbound SSRC's arrival is Python's to record
-        assert [seq for seq, _ in twcc] == [1, 2, 3, 4, 5, 6, 7, 8]
-        assert all(now // 1000 - 1_000_000 < us < now // 1000 + 5_000_000 for _, us in twcc)
-        loop.rx.add_twcc(loop.slot, 9, twcc[-1][1] + 1)
-        assert loop.rx.take_twcc(loop.slot) == [(9, twcc[-1][1] + 1)]
+        # transport-wide arrivals, as the feedback reports them (the unbound SSRC's is Python's to record)
+        (feedback,) = [p for data in loop.rx.twcc_feedback(loop.slot, 1, SSRC) for p in rtcp.parse_compound(data)]
+        assert isinstance(feedback, rtcp.TransportCc)
+        assert [(seq, received) for seq, received, _ in feedback.packets] == [(n, True) for n in range(1, 9)]
+        first_us = feedback.reference_time * 64_000 + feedback.packets[0][2]
+        wrap = 64_000 << 24
+        # kernel arrival time on CLOCK_MONOTONIC, in 250 µs ticks: from just before `now` to 5 s after
+        assert (first_us - now // 1000 + 1_000) % wrap < 5_001_000
+        loop.rx.add_twcc(loop.slot, 9, first_us + 1_000)
+        (feedback,) = [p for data in loop.rx.twcc_feedback(loop.slot, 1, SSRC) for p in rtcp.parse_compound(data)]
+        assert [seq for seq, _, _ in feedback.packets] == [9] and feedback.fb_packet_count == 1
+        assert loop.rx.twcc_overflow == 0
         # the unbound packet, once bound, is handled from Python's copy
         assert loop.rx.bind(loop.slot, OTHER_SSRC, 90000, 499, 499)
         assert loop.rx.process(loop.slot, back[0][1], back[0][3])
