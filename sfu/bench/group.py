@@ -102,17 +102,17 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
         now = loop.time()
         if start_counters is None and now >= window_start:
             start_counters = _counters(viewers)
-            start_tally = (tally.packets, tally.bytes)
-            tally.take_hist()
+            start_tally = (tally.rx.packets, tally.rx.bytes)
+            tally.rx.take_hist()
             in_window = True
         if in_window and now >= window_end:
             end_counters = _counters(viewers)
-            end_tally = (tally.packets, tally.bytes)
-            window_hist = hist.merge(window_hist, tally.take_hist())
+            end_tally = (tally.rx.packets, tally.rx.bytes)
+            window_hist = hist.merge(window_hist, tally.rx.take_hist())
             in_window = False
             break
         if now >= next_progress:
-            recent = tally.take_hist()
+            recent = tally.rx.take_hist()
             if in_window:
                 hist.merge(window_hist, recent)
             p99 = hist.percentiles(recent, (99,))[99]
@@ -120,10 +120,10 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
                 "type": "progress", "at": now, "connected": len(viewers),
                 "failed": sum(errors.values()), "requested": len(attempts),
                 "with_media": sum(1 for v in viewers if v.first_rtp_ns),
-                "packets": tally.packets, "pps": (tally.packets - last_packets) / max(1e-3, now - last_at),
+                "packets": tally.rx.packets, "pps": (tally.rx.packets - last_packets) / max(1e-3, now - last_at),
                 "p99_ms": p99,
             })
-            last_packets, last_at = tally.packets, now
+            last_packets, last_at = tally.rx.packets, now
             next_progress += PROGRESS_INTERVAL_S
         boundary = window_start if start_counters is None else window_end
         await asyncio.sleep(max(0.0, min(next_progress, boundary) - loop.time()))
@@ -156,10 +156,12 @@ async def run_group(spec: dict[str, Any], emit: Callable[[dict[str, Any]], None]
         "window": window,
         "hist": window_hist,
         "profiles": profiles,
-        "decrypted": tally.decrypted,
-        "replayed": tally.replayed,
-        "decrypt_failures": tally.decrypt_failures,
-        "recv_errors": tally.recv_errors,
+        "decrypted": tally.rx.decrypted,
+        "replayed": tally.rx.replayed,
+        "decrypt_failures": tally.rx.decrypt_failures,
+        "recv_errors": tally.rx.recv_errors,
+        "send_errors": tally.send_errors,
+        "twcc_overflow": tally.rx.twcc_overflow,
     }
     emit(final)  # before the DELETEs: a slow teardown must not lose the figures
     semaphore = asyncio.Semaphore(STOP_CONCURRENCY)

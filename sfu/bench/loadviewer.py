@@ -37,47 +37,16 @@ DRAIN_BUDGET = 4096  # datagrams per loop callback (~8 per ready socket): the lo
 
 
 class Tally:
-    """Per-process receive state shared by its viewers: the C receiver, its counters, and the one
-    loop callback that drains every registered socket."""
+    """Per-process receive state shared by its viewers: the C receiver `rx` (its counters: packets,
+    bytes, decrypted, decrypt_failures, replayed, recv_errors, twcc_overflow; the latency histogram,
+    `rx.take_hist()`), socket send failures, and the one loop callback that drains every registered
+    socket."""
 
     def __init__(self, decrypt_every: int = 1) -> None:
         self.rx = LoadReceiver(decrypt_every)
         self._owners: dict[int, tuple[LoadViewer, int]] = {}  # slot -> (viewer, socket index)
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def decrypt_every(self) -> int:
-        return self.rx.decrypt_every
-
-    @property
-    def packets(self) -> int:
-        """RTP datagrams received, all viewers."""
-        return self.rx.packets
-
-    @property
-    def bytes(self) -> int:
-        return self.rx.bytes
-
-    @property
-    def decrypted(self) -> int:
-        return self.rx.decrypted
-
-    @property
-    def decrypt_failures(self) -> int:
-        return self.rx.decrypt_failures
-
-    @property
-    def replayed(self) -> int:
-        """Probes older than their stream's newest (cache replays): not in the histogram."""
-        return self.rx.replayed
-
-    @property
-    def recv_errors(self) -> int:
-        return self.rx.recv_errors
-
-    def take_hist(self) -> dict[int, int]:
-        """The latency histogram ({µs bucket: count}, `sfu.bench.hist`) since the last call."""
-        return self.rx.take_hist()
+        self.send_errors = 0  # datagrams the viewers' sockets refused (counted, reported)
 
     def register(self, viewer: LoadViewer, index: int, sock: socket.socket,
                  loop: asyncio.AbstractEventLoop) -> int:
@@ -123,13 +92,12 @@ class _RawSocket:
         self.viewer = viewer
         self.sock = sock
         self.slot = slot
-        self.send_errors = 0
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self.sock.sendto(data, addr)
         except OSError:
-            self.send_errors += 1
+            self.viewer.tally.send_errors += 1
 
     def close(self) -> None:
         self.viewer._released(self.slot)

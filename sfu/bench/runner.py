@@ -391,6 +391,9 @@ def _results(opts: BenchOptions, server: SpawnedServer | None, pid: int | None,
             "procs": opts.procs, "cpu_s": tool_cpu,
             "cpu_pct": round(100 * tool_cpu / duration, 1) if tool_cpu is not None else None,
             "decrypt_failures": sum(f.get("decrypt_failures", 0) for f in finals),
+            "recv_errors": sum(f.get("recv_errors", 0) for f in finals),
+            "send_errors": sum(f.get("send_errors", 0) for f in finals),
+            "twcc_overflow": sum(f.get("twcc_overflow", 0) for f in finals),
             "errors": groups.errors[:10],
         },
         "histogram_us": {str(k): v for k, v in sorted(window_hist.items())},
@@ -440,4 +443,7 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [f"  {k:<{width}}  {val}" for k, val in rows]
     if t["errors"]:
         lines.append("  load tool errors: " + "; ".join(e.splitlines()[-1] if e else e for e in t["errors"][:3]))
+    faults = {k: t.get(k, 0) for k in ("decrypt_failures", "recv_errors", "send_errors", "twcc_overflow")}
+    if any(faults.values()):
+        lines.append("  load tool faults: " + ", ".join(f"{k} {v}" for k, v in faults.items()))
     return "\n".join(lines)

@@ -29,5 +29,8 @@ def test_bench_spawn_three_viewers_json() -> None:
     assert latency["samples"] > 0
     for key in ("p50", "p95", "p99"):
         assert latency[key] is not None and latency[key] >= 0
+    tool = results["load_tool"]
+    assert {k: tool[k] for k in ("decrypt_failures", "recv_errors", "send_errors", "twcc_overflow")} == dict.fromkeys(
+        ("decrypt_failures", "recv_errors", "send_errors", "twcc_overflow"), 0)
     server = results["server"]
     assert server["spawned"] and server["cpu_s"] is not None and server["rss_mib_window_end"] > 0
