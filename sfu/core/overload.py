@@ -57,6 +57,11 @@ class OverloadGuard:
         self._announced: float | None = None
 
     @property
+    def limit_bps(self) -> float:
+        """The ceiling as `ViewerRateControl.ceiling_bps` takes it (infinity: none)."""
+        return self.ceiling_bps if self.ceiling_bps is not None else float("inf")
+
+    @property
     def enabled(self) -> bool:
         return self.high_s > 0
 

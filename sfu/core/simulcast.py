@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from .. import _fastpath
 from ..errors import BadRequest
 from ..wire import rtcp
-from .allocator import INF, LayerOption, ManualLimit, ViewerRateControl
+from .allocator import LayerOption, ManualLimit, ViewerRateControl
 from .layers import LayerMeter, rank, timestamp_hint
 from .overload import OverloadGuard
 from .stream import Layer, Track
@@ -156,7 +156,7 @@ class SimulcastControl:
     def add_viewer(self, session, options: Mapping[str, object], now: float) -> None:
         control = ViewerRateControl(now)
         control.allocator.limit = parse_limit(options)
-        control.ceiling_bps = self.overload.ceiling_bps or INF
+        control.ceiling_bps = self.overload.limit_bps
         viewer = self.viewers[session.id] = _Viewer(session, control, _fastpath.FeedbackAggregator(session.peer.endpoint))
         self._busy[session.id] = viewer
         self._apply_pause(session, control.limit, now)
@@ -259,9 +259,10 @@ class SimulcastControl:
             self._publisher_feedback(now)
         router = self.manager.router
         if self.overload.update(now, router.take_queue_delay(), int(router.bytes_out), len(self.viewers)):
-            ceiling = self.overload.ceiling_bps or INF
+            ceiling = self.overload.limit_bps
             log.info("overload: video ceiling %s per viewer (media waited %.0f ms in the socket)",
-                     f"{ceiling / 1e3:.0f} kbit/s" if ceiling != INF else "lifted", self.overload.last_delay_s * 1e3)
+                     "lifted" if self.overload.ceiling_bps is None else f"{ceiling / 1e3:.0f} kbit/s",
+                     self.overload.last_delay_s * 1e3)
             for viewer in self.viewers.values():  # everyone decides against the new ceiling
                 viewer.control.ceiling_bps = ceiling
                 self._busy[viewer.session.id] = viewer

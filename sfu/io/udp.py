@@ -70,8 +70,9 @@ class MediaPort:
         self.loop = loop
         try:  # kernel receive times: the router measures how long media waited in the socket
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            pass
+        except OSError as exc:
+            log.warning("no kernel receive timestamps on the media socket (%s): the overload guard "
+                        "cannot see media waiting and will never lower layers", exc)
         self.router = _fastpath.Router(sock.fileno(), sock.family, gso)
         self.manager: SessionManager | None = None
         self.send_errors: Counter[str] = Counter()

@@ -38,7 +38,7 @@ def test_no_ceiling_while_media_does_not_wait_nor_for_a_blip() -> None:
     # two ticks over the limit, then calm again: a pause, not an overload
     assert clock.run(guard, TICK * (overload.OVERLOAD_UPDATES - 1), 0.2, 20e6) == []
     assert clock.run(guard, 1.0, 0.001, 20e6) == []
-    assert guard.ceiling_bps is None and guard.cuts == 0
+    assert guard.ceiling_bps is None and guard.cuts == 0 and guard.limit_bps == INF
     assert guard.overloaded_updates == overload.OVERLOAD_UPDATES - 1
 
 
@@ -58,6 +58,7 @@ def test_sustained_waiting_cuts_from_the_per_viewer_share_once_a_second_down_to_
     clock.run(guard, 20.0, 0.080, 1e6)
     assert guard.ceiling_bps == overload.MIN_CEILING_BPS
     assert guard.stats()["ceiling_bps"] == overload.MIN_CEILING_BPS and guard.cuts >= 5
+    assert guard.limit_bps == overload.MIN_CEILING_BPS
 
 
 def test_calm_raises_the_ceiling_in_announced_steps_then_lifts_it() -> None:
