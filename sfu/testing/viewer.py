@@ -171,7 +171,7 @@ class PacketViewer(_Client):
         self._twcc_id = 0
         self._twcc_highest = -1
         self._twcc_arrivals: list[tuple[int, int]] = []  # (extended transport seq, arrival_us)
-        self._twcc_feedback = FeedbackBuilder(self.ssrc, reported=-1)  # see _twcc_reported
+        self._twcc_feedback = FeedbackBuilder(self.ssrc, reported=-1)  # -1: nothing reported yet
         self._next_rr = 0.0
         self._next_twcc = 0.0
         self.nacks_sent = self.nacked_seqs = self.plis_sent = 0
@@ -459,16 +459,6 @@ class PacketViewer(_Client):
             ))
         self.rr_sent += 1
         self._send_rtcp(rtcp.serialize([rtcp.ReceiverReport(self.ssrc, blocks)]))
-
-    @property
-    def _twcc_reported(self) -> int:
-        """Highest transport seq already in a feedback (-1: none yet)."""
-        reported = self._twcc_feedback.reported
-        return -1 if reported is None else reported
-
-    @_twcc_reported.setter
-    def _twcc_reported(self, value: int) -> None:
-        self._twcc_feedback.reported = value
 
     def _send_twcc(self) -> None:
         if not self._twcc_arrivals:

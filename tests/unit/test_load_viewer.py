@@ -212,10 +212,10 @@ def test_twcc_feedback_reports_each_sequence_once_from_its_first_arrival() -> No
     viewer = PacketViewer("http://127.0.0.1:9/whep/x")
     sent: list[bytes] = []
     viewer._send_rtcp = sent.append  # type: ignore[method-assign]
-    viewer._twcc_reported = 9  # 9 and below went out in an earlier feedback
+    viewer._twcc_feedback.reported = 9  # 9 and below went out in an earlier feedback
     viewer._twcc_arrivals = [(12, 3_000), (8, 500), (10, 1_000), (11, 2_000), (10, 9_000), (9, 800)]
     viewer._send_twcc()
-    assert viewer._twcc_arrivals == [] and viewer._twcc_reported == 12
+    assert viewer._twcc_arrivals == [] and viewer._twcc_feedback.reported == 12
     (packet,) = [p for data in sent for p in rtcp.parse_compound(data)]
     assert isinstance(packet, rtcp.TransportCc)
     assert [seq for seq, received, _ in packet.packets] == [10, 11, 12]
