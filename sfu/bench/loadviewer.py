@@ -111,7 +111,7 @@ class LoadViewer(PacketViewer):
         super().__init__(whep_url, token, **kwargs)
         self.tally = tally
         self._rtx_pts: set[int] = set()
-        self._slots: list[int] = []  # per socket index
+        self._main_slot = -1  # the receiver's slot for socket 0, the one media comes on (-1: none)
         self._first_rtp_ns = 0  # kept when the socket goes
         self._arrival_ns = 0  # kernel arrival of the datagram Python is handling
         self.connected_ns = 0
@@ -119,8 +119,8 @@ class LoadViewer(PacketViewer):
     @property
     def first_rtp_ns(self) -> int:
         """CLOCK_MONOTONIC arrival of the first RTP packet (0: none yet)."""
-        if not self._first_rtp_ns and self._slots and self._slots[0] >= 0:
-            self._first_rtp_ns = self.tally.rx.first_rtp_ns(self._slots[0])
+        if not self._first_rtp_ns and self._main_slot >= 0:
+            self._first_rtp_ns = self.tally.rx.first_rtp_ns(self._main_slot)
         return self._first_rtp_ns
 
     def _on_answer(self, answer: Any) -> None:
@@ -130,8 +130,8 @@ class LoadViewer(PacketViewer):
     def _on_connected(self, now: float) -> None:
         super()._on_connected(now)
         self.connected_ns = time.monotonic_ns()
-        if isinstance(self._rx, SrtpContext) and self._slots and self._slots[0] >= 0:
-            self.tally.rx.set_media(self._slots[0], self._rx, self._twcc_id, self._rtx_pts, self.connected_ns)
+        if isinstance(self._rx, SrtpContext) and self._main_slot >= 0:
+            self.tally.rx.set_media(self._main_slot, self._rx, self._twcc_id, self._rtx_pts, self.connected_ns)
 
     async def _open_socket(self, loop: asyncio.AbstractEventLoop, index: int) -> tuple[Any, tuple[str, int]]:
         family = socket.AF_INET6 if ":" in self.local_addr else socket.AF_INET
@@ -145,18 +145,17 @@ class LoadViewer(PacketViewer):
         except OSError:
             sock.close()
             raise
-        while len(self._slots) <= index:
-            self._slots.append(-1)
-        self._slots[index] = slot
+        if index == 0:
+            self._main_slot = slot
         protocol = _SocketProtocol(self, index)
         protocol.transport = _RawSocket(self, sock, slot)  # type: ignore[assignment]
         return protocol, sock.getsockname()[:2]
 
     def _released(self, slot: int) -> None:
-        if self._slots and self._slots[0] == slot:
+        if slot == self._main_slot:
             self._first_rtp_ns = self.first_rtp_ns  # read while the slot exists
+            self._main_slot = -1
         self.tally.unregister(slot)
-        self._slots = [-1 if s == slot else s for s in self._slots]
 
     # --- what the receiver hands back ------------------------------------------------------
 
@@ -188,10 +187,10 @@ class LoadViewer(PacketViewer):
 
     def _pull(self) -> None:
         """The receiver's counters into the `PacketViewer` streams (before reports, NACKs, stats)."""
-        if not self._slots or self._slots[0] < 0:
+        if self._main_slot < 0:
             return
         streams = self._streams
-        for ssrc, base, highest, received, nbytes, jitter, rtx, frames in self.tally.rx.streams(self._slots[0]):
+        for ssrc, base, highest, received, nbytes, jitter, rtx, frames in self.tally.rx.streams(self._main_slot):
             stream = streams.get(ssrc)
             if stream is not None:
                 stream.base, stream.highest, stream.received, stream.bytes = base, highest, received, nbytes
@@ -199,9 +198,9 @@ class LoadViewer(PacketViewer):
 
     def _push(self) -> None:
         """Bind (or update) every SSRC Python knows, and the RTX SSRCs that repair them."""
-        if not self._slots or self._slots[0] < 0:
+        if self._main_slot < 0:
             return
-        rx, slot = self.tally.rx, self._slots[0]
+        rx, slot = self.tally.rx, self._main_slot
         for ssrc, stream in self._streams.items():
             if stream.highest >= 0:
                 rx.bind(slot, ssrc, stream.clock, stream.base, stream.highest, stream.received, stream.bytes)
@@ -210,18 +209,16 @@ class LoadViewer(PacketViewer):
                 rx.bind(slot, rtx_ssrc, 90000, 0, 0, media_ssrc=media_ssrc)
 
     def _record_twcc(self, seq: int, arrival_us: int) -> None:
-        if self._slots and self._slots[0] >= 0:  # one ordered record with the receiver's own
-            self.tally.rx.add_twcc(self._slots[0], seq & 0xFFFF, self._arrival_ns // 1000 or arrival_us)
-        else:
-            super()._record_twcc(seq, arrival_us)
+        # an arrival of the datagram in hand (`_slow_datagram`), kept in order with the receiver's own
+        if self._main_slot >= 0:
+            self.tally.rx.add_twcc(self._main_slot, seq & 0xFFFF, self._arrival_ns // 1000)
 
     def _send_twcc(self) -> None:
         """The feedback `PacketViewer` sends, built in C from the receiver's arrival records."""
-        if not self._slots or self._slots[0] < 0:
-            super()._send_twcc()
+        if self._main_slot < 0:
             return
         media_ssrc = next(iter(self._streams), 0)
-        for packet in self.tally.rx.twcc_feedback(self._slots[0], self.ssrc, media_ssrc):
+        for packet in self.tally.rx.twcc_feedback(self._main_slot, self.ssrc, media_ssrc):
             self.twcc_sent += 1
             self._send_rtcp(packet)
 
