@@ -93,6 +93,19 @@ class _SocketProtocol(asyncio.DatagramProtocol):
         self.client._count_drop("socket-error")
 
 
+RETRY_AFTER_DEFAULT_S = 1.0  # a 409 without a usable Retry-After
+RETRY_AFTER_MIN_S = 0.05  # never spin
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (RFC 9110 §10.2.3: delay-seconds; an HTTP date is not
+    expected from a media server and counts as the default)."""
+    try:
+        return max(RETRY_AFTER_MIN_S, float(value)) if value is not None else RETRY_AFTER_DEFAULT_S
+    except ValueError:
+        return RETRY_AFTER_DEFAULT_S
+
+
 def _priority(local_preference: int) -> int:
     return (PRFLX_TYPE_PREFERENCE << 24) | (local_preference << 8) | (256 - 1)
 
@@ -124,6 +137,8 @@ class _Client:
         self.ice_selected_at: float | None = None  # the nominating check was answered
         self.connected_at: float | None = None
         self.drops: dict[str, int] = {}
+        self.wait_for_publisher = 0.0  # seconds to retry a 409 (stream not live); see PacketViewer
+        self.not_live_retries = 0
         self._http = http
         self._own_http = http is None
         self._ice_ufrag, self._ice_pwd = ice_credentials()
@@ -160,14 +175,24 @@ class _Client:
             self._http = aiohttp.ClientSession()
         self.offer_sdp = offer
         headers = {**self._headers(), "Content-Type": "application/sdp"}
-        async with self._http.post(url, data=offer.encode(), headers=headers) as response:
-            body = await response.text()
-            if response.status != 201:
-                raise self._error_class(response.status, body, dict(response.headers))
-            location = response.headers.get("Location")
-            if location:
-                self.resource_url = str(response.url.join(URL(location)))
-            self.etag = response.headers.get("ETag")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_for_publisher
+        while True:
+            async with self._http.post(url, data=offer.encode(), headers=headers) as response:
+                body = await response.text()
+                if response.status == 409 and loop.time() < deadline:
+                    # draft-ietf-wish-whep: 409 + Retry-After while the stream is not live
+                    self.not_live_retries += 1
+                    delay = _retry_after(response.headers.get("Retry-After"))
+                    await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+                    continue
+                if response.status != 201:
+                    raise self._error_class(response.status, body, dict(response.headers))
+                break
+        location = response.headers.get("Location")
+        if location:
+            self.resource_url = str(response.url.join(URL(location)))
+        self.etag = response.headers.get("ETag")
         self.answer_sdp = body
         self.answer = parse_answer(body)
         return self.answer
