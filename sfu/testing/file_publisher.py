@@ -26,6 +26,7 @@ from sfu.testing.publisher import PacketPublisher
 
 VIDEO_CODECS = {"h264": "H264", "vp8": "VP8", "vp9": "VP9", "av1": "AV1", "libdav1d": "AV1", "libaom-av1": "AV1"}
 AUDIO_CODECS = {"opus": "OPUS", "libopus": "OPUS"}
+AUDIO_RATE = 48000  # Opus RTP clock (RFC 7587 §4.1)
 FALLBACK_FRAME_S = 1 / 30  # duration of a last video frame whose packet has none
 
 
@@ -93,6 +94,12 @@ def read_tracks(path: str | Path) -> tuple[Track | None, Track | None]:
             track.duration = max(track.duration, end - start)
         for track in tracks.values():
             track.frames.sort(key=lambda f: f[0])
+            if track.kind == "audio":  # containers round times (WebM: ms); the packets say exactly
+                at = 0
+                for index, (_, data, key) in enumerate(track.frames):
+                    track.frames[index] = (at / AUDIO_RATE, data, key)
+                    at += packetize.opus_samples(data)
+                track.duration = at / AUDIO_RATE
             if track.frames and track.duration <= track.frames[-1][0]:
                 track.duration = track.frames[-1][0] + FALLBACK_FRAME_S
         video_track = tracks[vstream.index] if vstream is not None else None
@@ -156,7 +163,14 @@ class FilePublisher(PacketPublisher):
         self.finished = False
 
     def build_offer(self) -> str:
-        return super().build_offer()
+        """As `PacketPublisher`'s, with H.264's profile-level-id taken from the file's SPS
+        (RFC 6184 §8.1: profile_idc, constraint flags, level_idc)."""
+        offer = super().build_offer()
+        track = next(iter(t for t in self.tracks.values() if t.kind == "video"), None)
+        sps = next((p for p in track.h264_parameter_sets if p[0] & 0x1F == packetize.NAL_TYPE_SPS), None) if track else None
+        if sps is not None and len(sps) >= 4:
+            offer = offer.replace("profile-level-id=42e01f", f"profile-level-id={sps[1:4].hex()}")
+        return offer
 
     def _on_connected(self, now: float) -> None:
         super()._on_connected(now)

@@ -281,3 +281,30 @@ def av1_payloads(temporal_unit: bytes, max_payload: int) -> list[bytes]:
     if new_sequence:
         packets[0] = bytes([packets[0][0] | 0x08]) + packets[0][1:]
     return packets
+
+
+# ---------------------------------------------------------------------------------------
+# Opus
+
+_OPUS_FRAME_US = (
+    [10000, 20000, 40000, 60000] * 3  # SILK-only, configs 0..11
+    + [10000, 20000] * 2  # hybrid, configs 12..15
+    + [2500, 5000, 10000, 20000] * 4  # CELT-only, configs 16..31
+)
+
+
+def opus_samples(packet: bytes, rate: int = 48000) -> int:
+    """Samples (per channel, at `rate`) in one Opus packet, from its TOC byte (RFC 6716 §3.1)."""
+    if not packet:
+        raise ValueError("empty Opus packet")
+    toc = packet[0]
+    code = toc & 0x03
+    if code == 0:
+        frames = 1
+    elif code in (1, 2):
+        frames = 2
+    else:
+        if len(packet) < 2:
+            raise ValueError("Opus code 3 packet without a frame count")
+        frames = packet[1] & 0x3F
+    return frames * _OPUS_FRAME_US[toc >> 3] * rate // 1_000_000
