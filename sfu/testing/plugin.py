@@ -108,6 +108,23 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     pytest.mark.asyncio(obj)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Without pytest-asyncio installed, run an unmarked `async def` test that uses sfu fixtures
+    in a fresh event loop (`asyncio.run`), instead of pytest's "not natively supported" skip."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    if not any(name.startswith("sfu_") for name in pyfuncitem.fixturenames):
+        return None
+    if any(pyfuncitem.get_closest_marker(mark) for mark in ASYNC_MARKS):
+        return None
+    if pyfuncitem.config.pluginmanager.has_plugin("asyncio"):
+        return None  # pytest-asyncio runs it (`pytest_pycollect_makeitem` above marked it)
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(pyfuncitem.obj(**arguments))
+    return True
+
+
 def _external_url(config: pytest.Config) -> str | None:
     return config.getoption("sfu_url", None) or config.getini("sfu_url") or None
 

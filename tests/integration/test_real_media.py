@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-av = pytest.importorskip("av")  # the `test` extra installs it; the clients need it only for media
+import av  # the `test` extra installs it (PyAV)
 
 from sfu.testing import packetize, testmedia  # noqa: E402
 from sfu.testing.depacketize import FrameAssembler  # noqa: E402
