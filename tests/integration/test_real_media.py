@@ -8,6 +8,7 @@ with the plugin's fixtures (this repository's tests use its own pytest plugin).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import struct
@@ -224,3 +225,56 @@ def test_viewer_writes_what_it_received(sfu_server, sfu_publisher, sfu_viewer, t
     written = viewer.write_video(tmp_path / "received.ivf")
     with av.open(str(written)) as container:
         assert [testmedia.frame_number(f) for f in container.decode(video=0)] == list(range(30))
+
+
+NO_FASTPATH_CLIENTS = '''
+import asyncio, json, sys
+
+class Block:  # the compiled module is not there, as on a host that never built it
+    def find_spec(self, name, path=None, target=None):
+        if name == "sfu._fastpath":
+            raise ImportError("sfu._fastpath blocked for this test")
+
+sys.meta_path.insert(0, Block())
+
+from sfu.testing import FilePublisher, PacketViewer, testmedia
+
+async def main(whip, whep, token, clip):
+    viewer = PacketViewer(whep, decode=True, wait_for_publisher=10)
+    joining = asyncio.create_task(viewer.start())  # before the publisher: waits for it
+    async with FilePublisher(whip, token, clip):
+        await joining
+        await viewer.wait_for_frames(30, timeout=15)
+    await viewer.stop()
+    numbers = [testmedia.frame_number(d.frame) for d in viewer.decoded_frames()]
+    print(json.dumps({"numbers": numbers, "srtp": type(viewer._rx).__name__,
+                      "fastpath": "sfu._fastpath" in sys.modules}))
+
+asyncio.run(main(*sys.argv[1:]))
+'''
+
+
+def test_clients_work_without_the_compiled_module(tmp_path) -> None:
+    """The clients need no Cython build: SRTP falls back to pylibsrtp (the `media` extra)."""
+    import json
+    import subprocess
+    import sys
+
+    from sfu.config import Config
+    from sfu.testing.plugin import LocalServer, Stage
+
+    clip = testmedia.make_test_file(tmp_path / "clip.webm", video="VP8", frames=30)
+    stage = Stage()
+    try:
+        node = LocalServer(stage, dataclasses.replace(Config.for_tests(), whep_wait_for_publisher=True))
+        run = subprocess.run(
+            [sys.executable, "-c", NO_FASTPATH_CLIENTS, node.whip_url("s"), node.whep_url("s"),
+             node.token("s", publish=True), str(clip)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        assert result == {"numbers": list(range(30)), "srtp": "_PylibsrtpContext", "fastpath": False}
+        node.stop()
+    finally:
+        assert stage.close() == []
