@@ -160,6 +160,8 @@ class FilePublisher(PacketPublisher):
             self.tracks[self._audio_stream.ssrc] = audio_track
         for ssrc in self.tracks:
             self._cursor[ssrc] = self._loops[ssrc] = 0
+        # one period for every track, so audio and video stay together loop after loop
+        self.loop_duration = max(t.duration for t in self.tracks.values())
         self.finished = False
 
     def build_offer(self) -> str:
@@ -184,7 +186,7 @@ class FilePublisher(PacketPublisher):
             track = self.tracks[stream.ssrc]
             while track.frames and stream.next_due <= now:
                 index = self._cursor[stream.ssrc]
-                offset = self._loops[stream.ssrc] * track.duration
+                offset = self._loops[stream.ssrc] * self.loop_duration
                 pts = track.frames[index][0] + offset
                 self._send_frame(stream, track, index, pts)
                 index += 1
@@ -194,7 +196,7 @@ class FilePublisher(PacketPublisher):
                         break
                     index = 0
                     self._loops[stream.ssrc] += 1
-                    offset += track.duration
+                    offset += self.loop_duration
                 self._cursor[stream.ssrc] = index
                 stream.next_due = stream.started_at + track.frames[index][0] + offset
             if stream.next_due != float("inf"):
