@@ -318,12 +318,25 @@ class ClientHandle(Generic[C]):
         return self.stage.call(lambda: self.client.stats)  # type: ignore[attr-defined]
 
     def wait_for(self, predicate: Callable[[C], object], timeout: float = 10.0) -> None:
-        """Block until `predicate(client)` is true (evaluated on the client's loop); TimeoutError
-        with the client's stats at the deadline."""
-        self.wait_connected(timeout)
+        """Block until `predicate(client)` is true (evaluated on the client's loop, connected or
+        not yet); TimeoutError with the client's stats at the deadline, or the connection's own
+        error (WhipError, WhepError, ConnectionError) if connecting failed meanwhile."""
         client = self.client
-        self.run(lambda c: c.wait_for(lambda: bool(predicate(client)), timeout),  # type: ignore[attr-defined]
-                 timeout + STOP_TIMEOUT_S)
+        self._waiting(lambda c: c.wait_for(lambda: bool(predicate(client)), timeout), timeout)  # type: ignore[attr-defined]
+
+    def _waiting(self, make: Callable[[C], Coroutine[Any, Any, None]], timeout: float) -> None:
+        self._raise_if_failed()
+        try:
+            self.run(make, timeout + STOP_TIMEOUT_S)
+        except TimeoutError:
+            self._raise_if_failed()
+            raise
+
+    def _raise_if_failed(self) -> None:
+        if self._connect is not None and self._connect.done() and not self._connect.cancelled():
+            error = self._connect.exception()
+            if error is not None:
+                raise error
 
     def request_keyframe(self) -> None:
         self.stage.call(self.client.request_keyframe)  # type: ignore[attr-defined]
@@ -352,8 +365,7 @@ class ViewerHandle(ClientHandle["PacketViewer"]):
     def wait_for_frames(self, count: int, timeout: float = 10.0, *, kind: str = "video",
                         decoded: bool | None = None) -> None:
         """Block until `count` frames of `kind` arrived (see `PacketViewer.wait_for_frames`)."""
-        self.wait_connected(timeout)
-        self.run(lambda c: c.wait_for_frames(count, timeout, kind=kind, decoded=decoded), timeout + STOP_TIMEOUT_S)
+        self._waiting(lambda c: c.wait_for_frames(count, timeout, kind=kind, decoded=decoded), timeout)
 
     def decoded_frames(self, kind: str = "video") -> list[DecodedFrame]:
         return self.stage.call(self.client.decoded_frames, kind)

@@ -220,11 +220,42 @@ def test_simulcast_from_two_files_and_choosing_a_layer(sfu_server, sfu_publisher
 def test_viewer_writes_what_it_received(sfu_server, sfu_publisher, sfu_viewer, tmp_path) -> None:
     clip = testmedia.make_test_file(tmp_path / "clip.webm", video="VP8", audio=False, frames=30)
     viewer = sfu_viewer("rec", frames=True, wait=False)
+    viewer.wait_for(lambda v: v.not_live_retries >= 1)  # got a 409: the stream is not live yet
     sfu_publisher("rec", source=clip)
     viewer.wait_for_frames(30)
     written = viewer.write_video(tmp_path / "received.ivf")
     with av.open(str(written)) as container:
         assert [testmedia.frame_number(f) for f in container.decode(video=0)] == list(range(30))
+
+
+def test_a_looping_file_keeps_time_going(sfu_server, sfu_publisher, sfu_viewer, tmp_path) -> None:
+    clip = testmedia.make_test_file(tmp_path / "clip.mp4", video="H264", frames=15, gop=15)
+    publisher = sfu_publisher("loop", source=clip, loop=True)
+    viewer = sfu_viewer("loop", decode=True)
+    viewer.wait_for_frames(40, timeout=10)
+    decoded = viewer.decoded_frames()
+    numbers = [testmedia.frame_number(d.frame) for d in decoded]
+    start = numbers[0]
+    assert numbers == [(start + i) % 15 for i in range(len(numbers))]  # 0..14, 0..14, ...
+    steps = {(b.source.rtp_timestamp - a.source.rtp_timestamp) & 0xFFFFFFFF
+             for a, b in zip(decoded, decoded[1:], strict=False)}
+    # 90 kHz / 30 fps; at the loop point, what is left of the loop period (audio and video share
+    # one period, the longer track's, so they stay together)
+    video_track = next(t for t in publisher.client.tracks.values() if t.kind == "video")
+    at_loop = round((publisher.client.loop_duration - video_track.frames[-1][0]) * 90000)
+    assert steps == {3000, at_loop}
+    assert publisher.stats["loops"] >= 2 and not publisher.stats["finished"]
+    audio = viewer.encoded_frames("audio")
+    audio_steps = {(b.rtp_timestamp - a.rtp_timestamp) & 0xFFFFFFFF for a, b in zip(audio, audio[1:], strict=False)}
+    assert audio_steps == {960}
+
+
+def test_opus_packet_durations() -> None:
+    assert packetize.opus_samples(bytes([31 << 3])) == 960  # CELT FB 20 ms
+    assert packetize.opus_samples(bytes([(1 << 3) | 1])) == 2 * 960  # SILK 20 ms, two frames
+    assert packetize.opus_samples(bytes([(16 << 3) | 3, 6])) == 6 * 120  # CELT 2.5 ms x 6
+    with pytest.raises(ValueError):
+        packetize.opus_samples(b"")
 
 
 NO_FASTPATH_CLIENTS = '''
