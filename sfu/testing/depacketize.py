@@ -209,7 +209,7 @@ class Av1Depacketizer(Depacketizer):
             header = payload[0]
             z, y, w = header & 0x80, header & 0x40, (header >> 4) & 0x03
             pos = 1
-            elements = []
+            elements: list[bytes] = []
             while pos < len(payload):
                 if w and len(elements) == w - 1:
                     size = len(payload) - pos  # the last of W elements has no length

@@ -118,7 +118,7 @@ class FilePublisher(PacketPublisher):
     """
 
     def __init__(
-        self, whip_url: str, token: str | None = None, source: str | Path | list[str | Path] = (), *,
+        self, whip_url: str, token: str | None, source: str | Path | list[str | Path], *,
         loop: bool = False, rids: list[str] | None = None, audio: bool = True, video: bool = True,
         srtp_profiles: tuple[str, ...] = ("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"),
         local_addr: str = "127.0.0.1", connect_timeout: float = 10.0,

@@ -85,7 +85,7 @@ class FrameReceiver:
     def _decode(self, ssrc: int, frame: EncodedFrame) -> None:
         import av
 
-        decoder = self._decoders.get(ssrc)
+        decoder: Any = self._decoders.get(ssrc)
         if decoder is None:
             decoder = av.CodecContext.create(DECODERS[frame.codec], "r")
             if frame.codec == "AV1":

@@ -148,7 +148,7 @@ def vp9_payloads(
     if keyframe and width and height:
         ss = bytes([0x10]) + struct.pack("!HH", width, height)  # N_S=0, Y=1, G=0
     first_overhead = 3 + len(ss)
-    chunks = []
+    chunks: list[bytes] = []
     pos = 0
     while pos < len(frame) or not chunks:
         room = max_payload - (first_overhead if not chunks else 3)

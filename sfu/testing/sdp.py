@@ -145,10 +145,10 @@ def parse_answer(text: str) -> Answer:
         elif name == "fingerprint":
             algorithm, _, digest = attr.partition(" ")
             entry = (algorithm.lower(), digest.strip().upper())
-            (session["fingerprints"] if target is None else target.fingerprints).append(entry)  # type: ignore[union-attr]
+            (session["fingerprints"] if target is None else target.fingerprints).append(entry)  # type: ignore[union-attr,attr-defined]
         elif name == "candidate":
             cand = _candidate(attr)
-            (session["candidates"] if target is None else target.candidates).append(cand)  # type: ignore[union-attr]
+            (session["candidates"] if target is None else target.candidates).append(cand)  # type: ignore[union-attr,attr-defined]
         elif target is None:
             continue
         elif name == "mid":

@@ -107,7 +107,8 @@ def make_test_file(
 
     path = Path(path)
     container = av.open(str(path), "w")
-    vstream = astream = None
+    vstream: Any = None
+    astream: Any = None
     if video is not None:
         encoder, options = ENCODERS[video.upper()]
         options = dict(options)

@@ -180,7 +180,8 @@ class PacketViewer(_Client):
         self.rate_limited_drops = 0
         self._link_free_at = 0.0
         self._streams: dict[int, _RecvStream] = {}
-        self._latency = {"audio": deque(maxlen=LATENCY_SAMPLES_MAX), "video": deque(maxlen=LATENCY_SAMPLES_MAX)}
+        self._latency: dict[str, deque[int]] = {
+            "audio": deque(maxlen=LATENCY_SAMPLES_MAX), "video": deque(maxlen=LATENCY_SAMPLES_MAX)}
         self._twcc_id = 0
         self._twcc_highest = -1
         self._twcc_arrivals: list[tuple[int, int]] = []  # (extended transport seq, arrival_us)
