@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from yarl import URL
@@ -248,7 +248,8 @@ class _Client:
     async def start(self) -> None:  # overridden
         raise NotImplementedError
 
-    async def __aenter__(self) -> _Client:
+    async def __aenter__(self) -> Self:
+        """`async with Client(...) as client`: `start()`, and `stop()` (DELETE) on the way out."""
         await self.start()
         return self
 
