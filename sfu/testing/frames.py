@@ -88,8 +88,9 @@ class FrameReceiver:
         decoder: Any = self._decoders.get(ssrc)
         if decoder is None:
             decoder = av.CodecContext.create(DECODERS[frame.codec], "r")
-            if frame.codec == "AV1":
-                decoder.options = {"max_frame_delay": "1"}  # dav1d: a picture per frame, no lag
+            if frame.codec == "AV1":  # dav1d: a picture per frame, no lag, no worker threads to wait on
+                decoder.options = {"max_frame_delay": "1"}
+                decoder.thread_count = 1
             if frame.kind == "audio":
                 decoder.sample_rate = 48000
                 decoder.layout = "stereo"

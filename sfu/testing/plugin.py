@@ -34,7 +34,9 @@ import hashlib
 import inspect
 import json
 import os
+import sys
 import threading
+import traceback
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -161,7 +163,13 @@ class Stage:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise TimeoutError(f"stage call did not finish within {timeout}s") from None
+            raise TimeoutError(f"stage call did not finish within {timeout}s; the stage loop is at:\n"
+                               f"{self.where()}") from None
+
+    def where(self) -> str:
+        """The stage thread's current stack (what a slow or blocked loop is doing)."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        return "".join(traceback.format_stack(frame)[-12:]) if frame is not None else "(thread gone)"
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Call a plain function on the stage loop (for reading state the loop mutates)."""
