@@ -9,6 +9,7 @@ import time
 import aiohttp
 
 import sfu
+from sfu.core.sessions import public_id
 from sfu.testing import PacketPublisher, PacketViewer
 
 RIDS = ["q", "h", "f"]  # 320x180 / 640x360 / 1280x720 at 62 k / 250 k / 1 Mbit/s
@@ -21,7 +22,8 @@ def _layer_state(server: sfu.Server, viewer_id: str | None = None) -> dict:
 
 
 def _session_id(viewer: PacketViewer) -> str:
-    return viewer.resource_url.rstrip("/").rsplit("/", 1)[1]
+    """The viewer's name in the stats: the public id of the session URL it was given."""
+    return public_id(viewer.resource_url.rstrip("/").rsplit("/", 1)[1])
 
 
 async def _until(predicate, timeout: float, step: float = 0.05) -> float:
