@@ -5,8 +5,8 @@ encoding) and handed to a `SessionApi`; `SfuError`s become their status with a `
 and `Retry-After` when set. A WHEP POST for a stream that is not live is held open here
 (`LiveWaiters`) when and for as long as the session manager says. What real clients need (DESIGN.md
 "Interop rules"): exactly 201 with an absolute Location and a quoted strong ETag on success;
-`application/sdp` accepted with parameters; `Authorization` with or without `Bearer `; idempotent
-DELETE (200); 415 for a wrong media type; never 406 on WHEP; CORS on every response so browser pages
+`application/sdp` accepted with parameters; `Authorization` with or without `Bearer `; DELETE
+200, then 404 once the session is gone (RFC 9725 §4.3); 415 for a wrong media type; never 406 on WHEP; CORS on every response so browser pages
 on other origins can publish and watch.
 
 Every response is counted by route and status (`sfu_http_responses_total`), every rejected request by
@@ -225,8 +225,10 @@ def build_app(
         kind = kind_of(request)
         stream = stream_of(request)
         authorize(request, kind, stream)
-        await api.delete(kind, stream, request.match_info["session"])
-        return web.Response(status=200)  # RFC 9725 §4.3: 200 whether or not it still existed
+        if not await api.delete(kind, stream, request.match_info["session"]):
+            # RFC 9725 §4.3: a session URL that is unknown, or already deleted, is 404
+            raise _rejection(NotFound, "no such session", "not_found")
+        return web.Response(status=200)
 
     async def patch(request: web.Request) -> web.Response:
         kind = kind_of(request)

@@ -94,6 +94,6 @@ async def test_delete_ends_sessions_and_frees_the_stream(server):
         async with http.delete(publisher.location, headers={"Authorization": f"Bearer {token}"}) as response:
             assert response.status == 200
         async with http.delete(publisher.location, headers={"Authorization": f"Bearer {token}"}) as response:
-            assert response.status == 200  # idempotent
+            assert response.status == 404  # RFC 9725 §4.3: the session is gone
     assert "gone" not in server.stats()["streams"]
     await publisher.close()

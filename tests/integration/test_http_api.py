@@ -364,11 +364,11 @@ async def test_whep_viewer_token_required(make_client, api):
 # -- DELETE -------------------------------------------------------------------------------------------
 
 
-async def test_delete_idempotent(client, api):
+async def test_delete_then_404(client, api):
+    """RFC 9725 §4.3: a session URL that no longer exists answers 404."""
     location = (await publish(client)).headers["Location"]
-    for _ in range(2):
-        resp = await client.session.delete(location, headers=bearer())
-        assert resp.status == 200
+    assert (await client.session.delete(location, headers=bearer())).status == 200
+    assert (await client.session.delete(location, headers=bearer())).status == 404
     assert [c for c in api.calls if c[0] == "delete"] == [("delete", "whip", "live", "s1")] * 2
     assert api.sessions == {}
 
