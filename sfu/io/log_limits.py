@@ -12,8 +12,9 @@ through the loggers it is installed on:
 - A request aiohttp could not parse (an `HttpProcessingError` with a 4xx code, answered 400, or a
   body that could not be decoded) is the client's fault, not the server's: its ERROR record
   becomes INFO.
-- Rate limit per cause: a cause is (logger, message template, exception type). Each cause may log
-  `burst` records per `window_s`; further records in the window are dropped and counted
+- Rate limit per cause: a cause is (logger, message template, exception type). Each cause of a
+  WARNING or worse, or of any record with a traceback, may log `burst` records per `window_s`
+  (plain INFO/DEBUG lines, one per session event, are only redacted: they cannot be had for free); further records in the window are dropped and counted
   (`suppressed[cause]`, `suppressed_total`), and the next record let through says how many were
   dropped. At most `MAX_CAUSES` causes are remembered (then the table starts over), so the filter's
   own memory is bounded too.
@@ -63,8 +64,10 @@ class LogGuard(logging.Filter):
     """Redacts credentials and lets each cause log `burst` records per `window_s` (see the module
     docstring). `clock` is injectable so tests drive the window without sleeping."""
 
-    def __init__(self, burst: int = BURST, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, burst: int = BURST, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic,
+                 limit_from: int = logging.WARNING) -> None:
         super().__init__()
+        self.limit_from = limit_from
         self.burst = burst
         self.window_s = window_s
         self.clock = clock
@@ -74,6 +77,9 @@ class LogGuard(logging.Filter):
         self._pending: Counter[tuple[str, str, str]] = Counter()  # dropped since the cause last logged
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.limit_from and not record.exc_info:
+            self._scrub(record, 0)
+            return True
         cause = self.cause(record)
         now = self.clock()
         start, count = self._windows.get(cause, (now, 0))

@@ -117,5 +117,14 @@ def test_client_parse_errors_are_info_not_error(logged):
 def test_the_cause_table_is_bounded(logged):
     logger, guard, _, _ = logged
     for i in range(MAX_CAUSES + 10):
-        logger.info(f"distinct {i}")  # noqa: G004 - a new cause each time, on purpose
+        logger.warning(f"distinct {i}")  # noqa: G004 - a new cause each time, on purpose
     assert len(guard._windows) <= MAX_CAUSES
+
+
+def test_plain_info_lines_are_redacted_not_limited(logged):
+    logger, guard, _, out = logged
+    for i in range(10):
+        logger.info("session %d closed, token %s", i, JWT)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and guard.suppressed_total == 0
+    assert all(JWT not in line for line in lines)
