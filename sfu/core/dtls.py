@@ -421,8 +421,9 @@ class DtlsEndpoint:
         if content_type == 23:
             self.app_data_ignored += 1
             return self._drop("app-data-after-release")
-        # an alert (close_notify?) or another content type that can no longer be authenticated
-        return self._drop("alert-after-release")
+        if content_type == 21:  # an alert (close_notify?) that can no longer be authenticated
+            return self._drop("alert-after-release")
+        return self._drop("unknown-content-type")  # RFC 6347 §4.1: 24 (heartbeat) and unassigned
 
     def _read_application(self, now: float) -> None:
         while True:
