@@ -518,7 +518,7 @@ async def test_mutated_requests_get_4xx_and_logs_stay_bounded_and_clean(live, lo
     for token in fuzzer.tokens:
         assert token not in text and token.split(".")[2] not in text
     assert not TOKEN_LIKE.search(text)
-    assert not [line for line in logs.errors() if "sfu" in line.split(" ", 2)[1]]  # no ERROR from sfu
+    assert logs.errors() == []  # a malformed request or a client gone is no server error
     # bounded: each cause logs at most BURST records a window, each cut to MAX_EXC_TEXT
     causes = Counter((name, line.split(" ", 2)[2][:40]) for _, name, line in logs.lines)
     assert len(logs.lines) <= log_limits.BURST * max(len(causes), 1)
