@@ -25,7 +25,7 @@ Drops are counted by reason in `Router.drops` / per object counters; Python expo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
-from libc.errno cimport EINTR, EINVAL, EIO, ENOPROTOOPT, errno
+from libc.errno cimport EINTR, EINVAL, EIO, ENETUNREACH, ENOPROTOOPT, errno
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -1050,6 +1050,7 @@ cdef class Router:
     cdef int nlocals
     cdef uint8_t rlocal[BATCH]
     cdef public uint64_t locals_overflow      # datagrams to a local address beyond MAX_LOCALS (kernel picks)
+    cdef public uint64_t source_refused       # sends refused from a source address gone from the host
     cdef AddrKey cur_key                      # note_arrival: the datagram Python handles now
     cdef uint8_t cur_local
     cdef bint cur_valid
@@ -1304,6 +1305,12 @@ cdef class Router:
             h.msg_control = ctrl
             h.msg_controllen = write_pktinfo(<uint8_t *>ctrl, &self.laddrs[local], self.family)
         rc = sendmsg(self.fd, &h, 0)
+        if rc < 0 and (errno == EINVAL or errno == ENETUNREACH) and h.msg_control != NULL:
+            # the address left the host: retried without it
+            self.source_refused += 1
+            h.msg_control = NULL
+            h.msg_controllen = 0
+            rc = sendmsg(self.fd, &h, 0)
         if rc < 0:
             err = errno
             raise OSError(err, os_strerror(err))
@@ -1876,6 +1883,19 @@ cdef class Router:
                 err = errno
                 if err == EINTR:
                     continue
+                if (err == EINVAL or err == ENETUNREACH) and self.slocal[self.gfirst[start]]:
+                    # maybe not GSO but the source: an address gone from the host (IPv6: EINVAL,
+                    # IPv4: ENETUNREACH). Sent without it, that tells which.
+                    if self._send_without_source(&self.gmsgs[start].msg_hdr, self.gcount[start] > 1):
+                        self._source_refused(self.gfirst[start], start + 1, ng)
+                        self.bytes_out += self.gmsgs[start].msg_len
+                        self.datagrams_out += self.gcount[start]
+                        if self.gcount[start] > 1:
+                            self.gso_sends += 1
+                            self.gso_segments += self.gcount[start]
+                        start += 1
+                        continue
+                    err = errno
                 if self.gcount[start] > 1 and (err == EIO or err == EINVAL or err == ENOPROTOOPT):
                     # this path takes no GSO (its MTU, no offload, an old kernel): plain from now
                     # on for this peer, for everyone after GSO_MAX_REFUSALS; the rest of this
@@ -1901,6 +1921,49 @@ cdef class Router:
         self.npending = 0
         return sent
 
+    cdef bint _send_without_source(self, msghdr *h, bint gso) noexcept:
+        """Send one queued message again without its IP_PKTINFO / IPV6_PKTINFO (keeping its
+        UDP_SEGMENT, written first); its length goes to the mmsghdr's msg_len. False (the message
+        as it was) when the kernel refuses this too."""
+        cdef void *control = h.msg_control
+        cdef size_t controllen = h.msg_controllen
+        cdef ssize_t rc
+        if gso:
+            h.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+        else:
+            h.msg_control = NULL
+            h.msg_controllen = 0
+        rc = sendmsg(self.fd, h, 0)
+        if rc < 0:
+            h.msg_control = control
+            h.msg_controllen = controllen
+            return False
+        (<mmsghdr *>h).msg_len = <unsigned int>rc
+        return True
+
+    cdef void _source_refused(self, int first, int gstart, int gend):
+        """The kernel refused to send queued datagram `first` from its source address but sent it
+        without (EINVAL for IPv6, ENETUNREACH for IPv4: the address is no longer the host's). Its
+        peer's traffic leaves from wherever the kernel picks from now on (until a datagram arrives
+        on another address); its queued datagrams lose the source address, in the per-datagram
+        messages and in GSO messages gstart..gend-1 (whose UDP_SEGMENT, written first, stays)."""
+        cdef PyObject *ep = self.sendto_ep[first]
+        cdef int i
+        (<Endpoint>ep).path_local = 0
+        self.source_refused += 1
+        for i in range(first, self.npending):
+            if self.sendto_ep[i] == ep:
+                self.slocal[i] = 0
+                self.smsgs[i].msg_hdr.msg_control = NULL
+                self.smsgs[i].msg_hdr.msg_controllen = 0
+        for i in range(gstart, gend):
+            if self.sendto_ep[self.gfirst[i]] == ep:
+                if self.gcount[i] > 1:
+                    self.gmsgs[i].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+                else:
+                    self.gmsgs[i].msg_hdr.msg_control = NULL
+                    self.gmsgs[i].msg_hdr.msg_controllen = 0
+
     cdef void _send_plain(self, int first, int count):
         """Send queued datagrams first..first+count-1 one per message (the GSO fallback)."""
         cdef int start = first, end = first + count, rc, i
@@ -1919,6 +1982,13 @@ cdef class Router:
             self.send_calls += 1
             if rc < 0:
                 if errno == EINTR:
+                    continue
+                if ((errno == EINVAL or errno == ENETUNREACH) and self.slocal[start]
+                        and self._send_without_source(&self.smsgs[start].msg_hdr, False)):
+                    self._source_refused(start, 0, 0)
+                    self.bytes_out += self.smsgs[start].msg_len
+                    self.datagrams_out += 1
+                    start += 1
                     continue
                 self.drops[D_SEND_FAILED] += 1
                 start += 1

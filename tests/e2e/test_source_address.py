@@ -94,6 +94,7 @@ async def test_answers_and_media_leave_from_the_address_the_client_sent_to(two_a
                 router = server.media.router
                 path_locals = {router.path_local(s.peer.endpoint) for s in server.manager.sessions.values()}
                 gso_sends = router.gso_sends
+                refused = server.registry.get_sample_value("sfu_udp_source_address_total", {"event": "refused"})
             expected = {(advertised_ip, server.udp_port)}
     print(f"client {client_ip} -> {advertised_ip}: viewer got {dict(viewer.sources)}, publisher got "
           f"{dict(publisher.sources)}; paths leave from {path_locals}; GSO sends {gso_sends}")
@@ -101,6 +102,7 @@ async def test_answers_and_media_leave_from_the_address_the_client_sent_to(two_a
     assert set(viewer.sources) == expected
     assert set(publisher.sources) == expected
     assert path_locals == {advertised_ip}
+    assert refused == 0  # exported, and nothing refused: every source address was the host's
 
 
 @pytest.mark.e2e
@@ -138,3 +140,84 @@ async def test_chromium_with_default_flags_watches_a_server_advertising_loopback
     assert paths and all(p is not None and not p[0].startswith(("127.", "::ffff:127.")) for p in paths)
     # ... and everything went back from 127.0.0.1
     assert path_locals == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize(("ipv6", "gso_refused"), [(False, False), (True, False), (False, True)],
+                         ids=["ipv4", "ipv6", "ipv4-gso-refused-too"])
+async def test_a_source_address_gone_from_the_host_falls_back_to_the_kernels_choice(two_addresses, ipv6,
+                                                                                   gso_refused):
+    """The address a path's peer sent to is removed (a DHCP change, a moved secondary IP): the router
+    must not lose the peer's media to EINVAL nor take the refusal for a GSO one (64 of those turn GSO
+    off for everyone); it sends without the source address from then on, counted."""
+    import select
+    import socket
+    import struct
+
+    from netns import run
+
+    from sfu import _fastpath
+    from sfu.io import udp
+
+    ns = two_addresses
+    gone, prefix, ours = ("fd00:214::3", 64, ns.v6) if ipv6 else ("10.214.0.3", 24, ns.v4)
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    await run("ip", "-n", ns.ns, "addr", "add", f"{gone}/{prefix}", "dev", "eth0", *(["nodad"] if ipv6 else []))
+    with ns.inside():
+        server = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.bind(("::", 0))
+        server.setsockopt(socket.IPPROTO_IPV6, udp.IPV6_RECVPKTINFO, 1)
+        if gso_refused:  # SO_NO_CHECK: the kernel refuses GSO too, the flush goes one by one
+            server.setsockopt(socket.SOL_SOCKET, 11, 1)
+        server.setblocking(False)
+        client = socket.socket(family, socket.SOCK_DGRAM)
+        client.bind((ours[0], 0))
+        client.settimeout(2.0)
+        publisher = socket.socket(family, socket.SOCK_DGRAM)
+        publisher.bind((ours[0], 0))
+    port = server.getsockname()[1]
+    key = _fastpath.SRTP_AEAD_AES_128_GCM, bytes(range(16)), bytes(range(12))
+    router = _fastpath.Router(server.fileno(), socket.AF_INET6, True)
+
+    def drain(count: int) -> None:
+        target = router.datagrams_in + count
+        while router.datagrams_in < target:
+            assert select.select([server], [], [], 2.0)[0], "datagrams did not arrive"
+            router.on_readable(1.0)
+
+    viewer = _fastpath.Endpoint()
+    viewer.set_srtp(_fastpath.SrtpContext(*key), _fastpath.SrtpContext(*key))
+    addr = client.getsockname()
+    router.map_address(addr, viewer)
+    router.set_path(viewer, addr)
+    client.sendto(b"\x17" + bytes(20), (gone, port))  # DTLS to the third address: the path's source
+    drain(1)
+    assert router.path_local(viewer) == gone
+    await run("ip", "-n", ns.ns, "addr", "del", f"{gone}/{prefix}", "dev", "eth0")
+
+    pub = _fastpath.Endpoint()
+    pub.set_srtp(_fastpath.SrtpContext(*key), _fastpath.SrtpContext(*key))
+    router.map_address(publisher.getsockname(), pub)
+    video = _fastpath.InStream(None, 0x1111, _fastpath.CODEC_VP8, 96, 90000)
+    pub.bind(0x1111, video)
+    video.add(_fastpath.OutTrack(viewer, 0xA000, 96, 90000, True, 100, 1000))
+    sender = _fastpath.SrtpContext(*key)
+    keyframe = bytes([0x10, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00])
+    sizes = [700, 700, 700, 200]
+    for i, size in enumerate(sizes):  # one keyframe: a GSO run of three and a shorter last packet
+        header = struct.pack("!BBHII", 0x80, 96 | (0x80 if i == len(sizes) - 1 else 0), 10 + i, 9000, 0x1111)
+        payload = ((keyframe if i == 0 else b"\x00") + bytes(size))[:size]
+        publisher.sendto(sender.protect(header + payload), (ours[1], port))
+    drain(len(sizes))
+    router.sendto(b"from-python", addr)  # to the path: its source is unknown now, the kernel picks
+    got = [client.recvfrom(2048) for _ in range(len(sizes) + 1)]
+    sources = {a[0] for _, a in got}
+    print(f"after {gone} left: {len(got)} datagrams from {sources}; source_refused {router.source_refused}, "
+          f"gso sends {router.gso_sends}, gso failures {router.gso_failures}")
+    assert gone not in sources and got[-1][0] == b"from-python"
+    assert router.source_refused == 1 and router.path_local(viewer) is None
+    assert router.drop_counts["send-failed"] == 0
+    # a refused source is not taken for a refused GSO send, nor the other way round
+    assert (router.gso_failures, router.gso_sends) == ((1, 0) if gso_refused else (0, 1))
+    for sock in (server, client, publisher):
+        sock.close()
