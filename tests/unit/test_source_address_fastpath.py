@@ -189,3 +189,58 @@ def test_sendto_reports_errors_as_socket_sendto_does():
         router.sendto(b"x", ("not-an-address", 1))
     with pytest.raises(OSError):
         router.sendto(b"x" * 70000, ("127.0.0.1", 9))  # EMSGSIZE
+
+
+class _AnsweringManager:
+    """Answers every datagram to its sender, and queues one more datagram for `other` each time."""
+
+    def __init__(self, other: tuple) -> None:
+        self.other = other
+        self.on_wakeup = None
+        self.media_poll = None
+        self._out: list[tuple[bytes, tuple]] = []
+
+    def handle_datagram(self, kind, endpoint, data, addr, now) -> None:
+        self._out.append((b"answer-to-" + data[-1:], addr))
+        self._out.append((b"other", self.other))
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def next_deadline(self) -> float:
+        return float("inf")
+
+    def take_datagrams(self) -> list:
+        out, self._out = self._out, []
+        return out
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"], ids=["ipv4-socket", "dual-stack-socket"])
+def test_media_port_answers_each_datagram_from_where_it_arrived(host):
+    """Checks from one client address to two of ours, handled in one batch: each answer from the
+    address its check went to; what is not an answer (here, to another peer) from the kernel's choice."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    sock = udp.open_media_socket(host, 0, ipv6=host == "::")
+    port = udp.MediaPort(sock, loop)  # sets IP_PKTINFO / IPV6_RECVPKTINFO itself
+    client, bystander = _client(), _client()
+    manager = _AnsweringManager(bystander.getsockname())
+    port.manager = manager
+    manager.media_poll = port.poll_media
+    try:
+        target = sock.getsockname()[1]
+        client.sendto(STUN_LIKE + b"2", ("127.0.0.2", target))
+        client.sendto(STUN_LIKE + b"3", ("127.0.0.3", target))
+        import select
+
+        while port.router.datagrams_in < 2:
+            assert select.select([sock], [], [], 2.0)[0], "datagrams did not arrive"
+            port._on_readable()
+        got = dict((data, src) for data, src in _receive_all(client, 2))
+        assert got == {b"answer-to-2": "127.0.0.2", b"answer-to-3": "127.0.0.3"}
+        assert [src for _, src in _receive_all(bystander, 2)] == ["127.0.0.1", "127.0.0.1"]
+        assert not port.send_errors
+    finally:
+        port.stop()
+        loop.close()
