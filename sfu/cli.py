@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--udp-port", metavar="P", type=_port, help="the one UDP media port (default 8443; 0 = ephemeral)"
     )
     serve.add_argument(
+        "--udp-host",
+        metavar="H",
+        help="UDP media bind address (default 0.0.0.0: every address, IPv6 too unless udp_ipv6 = false; "
+        "each peer is answered from the address it sent to)",
+    )
+    serve.add_argument(
         "--public-ip",
         metavar="IP",
         action="append",
@@ -197,6 +203,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "http_host": args.http_host,
         "http_port": args.http_port,
         "udp_port": args.udp_port,
+        "udp_host": args.udp_host,
         "public_ips": args.public_ips,
         "token_secret": args.token_secret,
         "viewer_token_required": args.viewer_token_required,

@@ -41,7 +41,7 @@ class Config:
 
     http_host: str = "0.0.0.0"
     http_port: int = 8080
-    udp_host: str = "0.0.0.0"
+    udp_host: str = "0.0.0.0"  # media bind address; a wildcard answers each peer from the address it sent to
     udp_ipv6: bool = True  # also bind `::` (dual-stack) when the host has IPv6
     udp_port: int = 8443  # one UDP port for all media; 0 = ephemeral
     public_ips: list[str] = field(default_factory=list)  # advertised; empty = discover interfaces

@@ -185,6 +185,17 @@ def test_serve_runs_the_server_and_stops_cleanly_on_sigterm(monkeypatch, capsys)
     assert "http://203.0.113.9:8080/whep/live" in out
 
 
+def test_udp_host_flag_binds_the_media_socket_and_overrides_the_variable(monkeypatch, capsys):
+    FakeServer.instances.clear()
+    monkeypatch.setitem(sys.modules, "sfu.app", types.SimpleNamespace(Server=FakeServer))
+    monkeypatch.setenv("SFU_UDP_HOST", "127.0.0.2")  # the variable still works, the flag wins
+    assert main(["serve", "--public-ip", "127.0.0.1", "--token-secret", SECRET]) == 0
+    assert FakeServer.instances[-1].config.udp_host == "127.0.0.2"
+    assert main(["serve", "--public-ip", "127.0.0.1", "--token-secret", SECRET, "--udp-host", "::1"]) == 0
+    assert FakeServer.instances[-1].config.udp_host == "::1"
+    capsys.readouterr()
+
+
 def test_serve_generates_the_secret_file_the_token_command_reads(monkeypatch, tmp_path, capsys):
     FakeServer.instances.clear()
     monkeypatch.setitem(sys.modules, "sfu.app", types.SimpleNamespace(Server=FakeServer))
