@@ -8,17 +8,13 @@ and `sfu serve` exits 0. A second SIGTERM stops at once.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import secrets
 import signal
-import sys
 import time
 
 import aiohttp
 
-from sfu.keys import KeySet
 from sfu.testing import PacketPublisher, PacketViewer
+from sfu.testing.process import ServeProcess
 
 SDP = {"Content-Type": "application/sdp"}
 
@@ -67,64 +63,26 @@ async def test_drain_ends_early_when_the_last_session_leaves(server):
     await asyncio.wait_for(server.drain.done.wait(), 10)  # long before the 600 s deadline
 
 
-# -- a real `sfu serve` process -----------------------------------------------------------------
-
-
-class Serve:
-    """`python -m sfu serve` on loopback ephemeral ports; the HTTP URL read from its banner."""
-
-    def __init__(self, *flags: str) -> None:
-        self.secret = secrets.token_urlsafe(32)
-        self.flags = flags
-        self.keys = KeySet([("default", self.secret)])
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> Serve:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", "0",
-            "--udp-port", "0", "--public-ip", "127.0.0.1", "--token-secret", self.secret, *self.flags,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "SFU_UDP_HOST": "127.0.0.1", "SFU_UDP_IPV6": "false"},
-        )
-        assert self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
-        match = re.search(r"HTTP on (http://\S+),", line)
-        assert match, line
-        self.url = match.group(1)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-    def token(self, stream: str, **caps: bool) -> str:
-        return self.keys.mint(stream, **caps)
-
-    async def exit_code(self, timeout: float) -> int:
-        assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+# -- a real `sfu serve` process (sfu/testing/process.py) ---------------------------------------------
 
 
 async def test_sigterm_drains_then_exits_0_at_the_deadline():
-    async with Serve("--drain-timeout", "4") as serve, \
-            PacketPublisher(f"{serve.url}/whip/t", serve.token("t", publish=True)), \
-            PacketViewer(f"{serve.url}/whep/t") as viewer, aiohttp.ClientSession() as http:
+    async with ServeProcess("--drain-timeout", "4") as serve, \
+            PacketPublisher(f"{serve.http_url}/whip/t", serve.mint_token("t", publish=True)), \
+            PacketViewer(f"{serve.http_url}/whep/t") as viewer, aiohttp.ClientSession() as http:
         await viewer.wait_for(lambda: viewer.stats["video"]["frames"] >= 5, 15)
         assert serve.proc is not None
         serve.proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        publish = {"Authorization": f"Bearer {serve.token('t2', publish=True)}", **SDP}
+        publish = {"Authorization": f"Bearer {serve.mint_token('t2', publish=True)}", **SDP}
         for _ in range(100):
-            status, headers = await status_of(http, "POST", f"{serve.url}/whip/t2", data="v=0\r\n", headers=publish)
+            status, headers = await status_of(http, "POST", f"{serve.http_url}/whip/t2", data="v=0\r\n", headers=publish)
             if status == 503:
                 break
             await asyncio.sleep(0.05)  # the signal is handled asynchronously
         assert status == 503 and 1 <= int(headers["Retry-After"]) <= 4
-        assert (await status_of(http, "GET", f"{serve.url}/readyz"))[0] == 503
-        assert (await status_of(http, "GET", f"{serve.url}/healthz"))[0] == 200
+        assert (await status_of(http, "GET", f"{serve.http_url}/readyz"))[0] == 503
+        assert (await status_of(http, "GET", f"{serve.http_url}/healthz"))[0] == 200
         frames = viewer.stats["video"]["frames"]
         await viewer.wait_for(lambda: viewer.stats["video"]["frames"] >= frames + 20, 10)
         assert serve.proc.returncode is None  # sessions open: it waits for the deadline
@@ -134,14 +92,14 @@ async def test_sigterm_drains_then_exits_0_at_the_deadline():
 
 
 async def test_a_second_sigterm_stops_at_once():
-    async with Serve("--drain-timeout", "600") as serve, \
-            PacketPublisher(f"{serve.url}/whip/u", serve.token("u", publish=True)) as pub, \
+    async with ServeProcess("--drain-timeout", "600") as serve, \
+            PacketPublisher(f"{serve.http_url}/whip/u", serve.mint_token("u", publish=True)) as pub, \
             aiohttp.ClientSession() as http:
         await pub.wait_for(lambda: pub.dtls_state == "connected", 10)
         assert serve.proc is not None
         serve.proc.send_signal(signal.SIGTERM)
         for _ in range(100):
-            if (await status_of(http, "GET", f"{serve.url}/readyz"))[0] == 503:
+            if (await status_of(http, "GET", f"{serve.http_url}/readyz"))[0] == 503:
                 break
             await asyncio.sleep(0.05)
         else:
