@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import jwt
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..errors import BadRequest, NotFound, Overloaded, SfuError
 from ..keys import ADMIN, KeySet
@@ -87,6 +87,8 @@ def _is_session_post(request: web.Request) -> bool:
 
 def install(app: web.Application, ops: Ops, api: AdminApi, registry: CollectorRegistry) -> None:
     actions = Counter("sfu_admin_actions", "Admin API actions, by action", ["action"], registry=registry)
+    draining = Gauge("sfu_draining", "1 while the node drains (takes no new sessions), else 0", registry=registry)
+    draining.set_function(lambda: 1.0 if ops.drain.draining else 0.0)
     app[OPS_KEY] = ops
 
     def admin_of(request: web.Request) -> str:
