@@ -30,6 +30,7 @@ ADMIN = tokens.ADMIN  # the capability of the admin API, /api/stats, /metrics an
 LEGACY_KID = "default"  # the key made from `token_secret` alone
 _KID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_KIDS = 16
+PARSED_CACHE_SIZE = 1024
 
 
 class Revoked(Unauthorized):
@@ -100,6 +101,7 @@ class KeySet:
         if len(self.keys) > MAX_KIDS:
             raise ValueError(f"at most {MAX_KIDS} token keys")
         self.revocations = revocations if revocations is not None else Revocations()
+        self._parsed: dict[str, tuple[object, str | None]] = {}
 
     @classmethod
     def from_config(cls, token_secret: str, token_keys: Iterable[Mapping[str, str]] = ()) -> KeySet:
@@ -110,6 +112,21 @@ class KeySet:
         if not pairs:
             pairs.append((LEGACY_KID, token_secret))
         return cls(pairs)
+
+    def _header_and_id(self, token: str) -> tuple[object, str | None]:
+        """The header's `kid` and the claims' `jti`, unverified (the signature is checked next), kept
+        for the tokens seen last: a join storm presents the same few tokens thousands of times."""
+        known = self._parsed.get(token)
+        if known is None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.InvalidTokenError:
+                raise Unauthorized("malformed token") from None
+            known = (kid, _jti(token))
+            if len(self._parsed) >= PARSED_CACHE_SIZE:
+                self._parsed.clear()
+            self._parsed[token] = known
+        return known
 
     @property
     def signing_kid(self) -> str:
@@ -154,11 +171,7 @@ class KeySet:
         `Unauthorized` (as `tokens.verify`, or an unknown key id, or revoked) or `Forbidden`."""
         if not token:
             raise Unauthorized("missing token")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise Unauthorized("malformed token") from None
-        kid = header.get("kid")
+        kid, jti = self._header_and_id(token)
         if kid is None:
             key = self.keys.get(LEGACY_KID)
             if key is None:
@@ -170,10 +183,9 @@ class KeySet:
         claims = tokens.verify(key, token, stream, capability, now)
         if capability == ADMIN and claims.stream != "*":
             raise Forbidden("an admin token is for every stream")
-        jti = _jti(token)
         if self.revocations.is_revoked(claims.sub, jti, now):
             raise Revoked("token revoked")
-        return Grant(claims.sub, jti, claims.stream, claims.caps, claims.exp, kid)
+        return Grant(claims.sub, jti, claims.stream, claims.caps, claims.exp, kid if isinstance(kid, str) else None)
 
 
 def describe(token: str) -> tuple[str | None, str | None, str | None]:

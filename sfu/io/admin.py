@@ -62,6 +62,10 @@ class Ops:
         self.drain = drain
         self.token_of_session: dict[str, str] = {}
 
+    def forget_ended(self, live: dict[str, Any]) -> None:
+        for sid in [sid for sid in self.token_of_session if sid not in live]:
+            del self.token_of_session[sid]
+
 
 def _refuse(cls: type[SfuError], reason: str, label: str, retry_after: int | None = None) -> SfuError:
     error = cls(reason, retry_after=retry_after)
@@ -110,6 +114,8 @@ def install(app: web.Application, ops: Ops, api: AdminApi, registry: CollectorRe
             location = response.headers.get("Location", "")
             if jti and location:
                 ops.token_of_session[unquote(location.rsplit("/", 1)[1])] = jti
+                if len(ops.token_of_session) > 2 * len(api.sessions) + 1024:  # forget ended sessions
+                    ops.forget_ended(api.sessions)
         return response
 
     app.middlewares.append(guard)
@@ -209,9 +215,7 @@ def install(app: web.Application, ops: Ops, api: AdminApi, registry: CollectorRe
         ):
             raise _refuse(BadRequest, 'expected {"participant": id} and/or {"token_id": jti}', "bad_admin_request")
         ops.keys.revocations.revoke(token_id=token_id, participant=participant)
-        known = {sid for sid in ops.token_of_session if sid in api.sessions}
-        for sid in [sid for sid in ops.token_of_session if sid not in known]:
-            del ops.token_of_session[sid]  # sessions that ended since
+        ops.forget_ended(api.sessions)
         doomed = [
             s for sid, s in list(api.sessions.items())
             if (participant is not None and s.participant == participant)
