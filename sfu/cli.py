@@ -361,6 +361,9 @@ def banner(server: Any, config: Config) -> str:
         "Watch:",
         *(f"  WHEP:         {base}/whep/{OBS_STREAM}" for base in bases),
         *(f"  Page:         {base}/static/watch.html?stream={OBS_STREAM}" for base in bases[:1] if watch_page),
+        "",
+        "Operate (docs/admin.md): `sfu token --admin --stream '*' --ttl 1h` mints the token that",
+        "  /admin/..., /api/stats and /metrics need; SIGTERM drains, a second SIGTERM stops at once.",
     ]
     return "\n".join(lines)
 
