@@ -25,6 +25,7 @@ from .io.http import build_app
 from .io.tls import bind_error, metrics_app, server_ssl_context
 from .keys import KeySet
 from .io.interfaces import discover_addresses
+from .io.log_limits import install as install_log_guard
 from .io.udp import MediaPort, open_media_socket
 from .metrics import register_server_metrics
 
@@ -60,6 +61,7 @@ class Server:
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        self.log_guard = install_log_guard()  # logs redacted and rate-limited per cause (io/log_limits.py)
         self.token_secret, created = resolve_token_secret(config)
         if created:
             log.info("generated a token secret in %s", config.token_secret_file)

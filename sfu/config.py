@@ -58,7 +58,7 @@ class Config:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     cors_origin: str = "*"
     max_body_bytes: int = 65536
-    public_url: str | None = None  # base of absolute Location URLs; None = from the request's Host
+    public_url: str | None = None  # base of absolute Location URLs; None = from a valid Host (io/http.py)
     log_level: str = "info"
     cert_lifetime_days: int = 365
     keyframe_cache: bool = True  # start new viewers from each layer's last keyframe (off: wait for one)

@@ -118,6 +118,8 @@ class KeySet:
         for the tokens seen last: a join storm presents the same few tokens thousands of times."""
         known = self._parsed.get(token)
         if known is None:
+            if not tokens._COMPACT_JWS.fullmatch(token):  # what PyJWT would raise on (non-ASCII...)
+                raise Unauthorized("malformed token")
             try:
                 kid = jwt.get_unverified_header(token).get("kid")
             except jwt.InvalidTokenError:
@@ -149,7 +151,7 @@ class KeySet:
         if admin and stream != "*":
             raise ValueError('an admin token is for every stream: use stream "*"')
         if not tokens._STREAM_PATTERN.fullmatch(stream):
-            raise ValueError(f"stream {stream!r} must be 1-128 of A-Z a-z 0-9 . _ ~ - and the wildcards * ? [ ] !")
+            raise ValueError(f"stream {stream!r} must be 1-128 of A-Z a-z 0-9 . _ ~ - and the wildcard *")
         if not 0 < ttl_s <= tokens.MAX_TTL_S:
             raise ValueError(f"token lifetime must be between 1 s and 14 d, got {ttl_s} s")
         iat = int(time.time() if now is None else now)
@@ -202,6 +204,6 @@ def _jti(token: str) -> str | None:
     """The token id of a token whose signature was already checked."""
     try:
         value = jwt.decode(token, options={"verify_signature": False}).get("jti")
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, ValueError, AttributeError):  # a payload that is no JSON object
         return None
     return value if isinstance(value, str) else None

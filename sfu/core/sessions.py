@@ -459,8 +459,11 @@ class SessionManager:
     def _on_dtls(self, endpoint, data: bytes, addr, now: float) -> None:
         session = endpoint.owner
         if session is None or session.closed:
+            self.counters["dtls-dropped-no-session"] += 1
             return
-        session.peer.receive_dtls(data, addr, now)
+        dropped = session.peer.receive_dtls(data, addr, now)
+        if dropped is not None:  # junk from a known address (reasons: core/dtls.py)
+            self.counters[f"dtls-dropped-{dropped}"] += 1
         self._after_peer(session, now)
 
     def _after_peer(self, session: Session, now: float) -> None:

@@ -79,7 +79,7 @@ def _token_id(token: str | None) -> str | None:
         return None
     try:
         value = jwt.decode(token, options={"verify_signature": False}).get("jti")
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
 
