@@ -104,7 +104,9 @@ def install(app: web.Application, ops: Ops, api: AdminApi, registry: CollectorRe
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if request.method != "OPTIONS" and path.startswith(ADMIN_PATHS):
-            admin_of(request)  # the handlers ask again for the name (a cached verification)
+            who = admin_of(request)  # the handlers ask again for the name (a cached verification)
+            if request.method == "GET":  # reads (a dashboard polls): DEBUG; changes are logged by audit()
+                log.debug("admin read %s by %s", path, who, extra={"admin": who})
         elif _is_session_post(request) and ops.drain.draining:
             raise _refuse(Overloaded, "this node is draining and takes no new sessions", "draining",
                           retry_after=ops.drain.retry_after())
