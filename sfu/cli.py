@@ -42,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sfu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = sub.add_parser("serve", help="run the server", description="Run the server until SIGINT (stop at once) or SIGTERM (drain: no new sessions, "
-        "the open ones run on until they end or --drain-timeout passes, then exit 0; a second SIGTERM stops at once).")
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server until SIGINT (stop at once) or SIGTERM (drain: no new sessions, the open "
+        "ones run on until they end or --drain-timeout passes, then exit 0; a second SIGTERM stops at once).",
+    )
     _add_config_flag(serve)
     serve.add_argument("--http-host", metavar="H", help="HTTP listen address (default 0.0.0.0)")
     serve.add_argument("--http-port", metavar="P", type=_port, help="HTTP port (default 8080; 0 = ephemeral)")
