@@ -265,7 +265,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"sfu serve: error: the server is not available: {e}", file=sys.stderr)
         return 1
     try:
-        return _run_event_loop(_serve(config, Server))
+        return _run_event_loop(_serve(config, Server, lambda: load_config(args.config, os.environ, overrides)))
     except OSError as e:  # typically a port already in use
         print(f"sfu serve: error: {e}", file=sys.stderr)
         return 1
@@ -293,13 +293,14 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def _serve(config: Config, server_cls: Any) -> int:
+async def _serve(config: Config, server_cls: Any, reload: Any = None) -> int:
     """Run until SIGINT (stop now), a second SIGTERM (stop now) or the end of a drain: the first
-    SIGTERM, or `POST /admin/drain`, starts one (sfu/io/drain.py); exit 0 either way."""
+    SIGTERM, or `POST /admin/drain`, starts one (sfu/io/drain.py); exit 0 either way. SIGHUP reads
+    the configuration again (`reload()`) and takes its token keys (docs/admin.md "Key rotation")."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     started: list[Any] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def on_sigterm() -> None:
         drainable = started and hasattr(started[0], "begin_drain")
@@ -308,7 +309,19 @@ async def _serve(config: Config, server_cls: Any) -> int:
         else:
             stop.set()
 
-    for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, on_sigterm)):
+    def on_sighup() -> None:
+        keys = getattr(started[0], "keys", None) if started else None
+        if reload is None or keys is None:
+            return
+        try:
+            fresh = reload()
+            kids = keys.replace(KeySet.from_config(resolve_token_secret(fresh)[0], fresh.token_keys))
+        except (ConfigError, ValueError) as e:
+            log.error("SIGHUP: configuration not reloaded, token keys unchanged: %s", e)
+            return
+        log.info("SIGHUP: token keys now %s (the first signs)", ", ".join(kids))
+
+    for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, on_sigterm), (signal.SIGHUP, on_sighup)):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' loop
             loop.add_signal_handler(sig, handler)
     try:

@@ -113,6 +113,12 @@ class KeySet:
             pairs.append((LEGACY_KID, token_secret))
         return cls(pairs)
 
+    def replace(self, other: KeySet) -> list[str]:
+        """Take `other`'s keys (a reloaded configuration), keeping this set's revocations; returns
+        the key ids now in use, the signing one first."""
+        self.keys = dict(other.keys)
+        return list(self.keys)
+
     def _header_and_id(self, token: str) -> tuple[object, str | None]:
         """The header's `kid` and the claims' `jti`, unverified (the signature is checked next), kept
         for the tokens seen last: a join storm presents the same few tokens thousands of times."""

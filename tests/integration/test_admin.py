@@ -7,9 +7,11 @@ the admin API, which ends the sessions they created. Sessions are named by their
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
+import signal
 
 import aiohttp
 import pytest
@@ -20,6 +22,7 @@ from sfu.core.sessions import public_id
 from sfu.errors import Forbidden
 from sfu.keys import ADMIN, KeySet, describe
 from sfu.testing import PacketPublisher, PacketViewer
+from sfu.testing.process import ServeProcess
 
 K1 = secrets.token_urlsafe(32)
 K2 = secrets.token_urlsafe(32)
@@ -221,3 +224,51 @@ async def test_revoked_tokens_end_their_sessions_and_are_refused(server, caplog)
                 assert r.status == 400, bad
     audit = [r.getMessage() for r in caplog.records if r.name == "sfu.admin"]
     assert any(m.startswith("admin revoke by ops-bob") and "participant=eve" in m for m in audit), audit
+
+
+async def test_sighup_reloads_token_keys_without_a_restart(tmp_path):
+    """Rotation on a running `sfu serve`: edit token_keys, SIGHUP; removed keys stop verifying and
+    the sessions already there are untouched. A bad file leaves the keys as they were."""
+    config = tmp_path / "sfu.toml"
+
+    def write(*keys: tuple[str, str]) -> None:
+        config.write_text("token_keys = [" + ", ".join(f'{{kid = "{k}", secret = "{s}"}}' for k, s in keys) + "]\n")
+
+    async def status(http, token: str) -> int:
+        async with http.post(serve.whip_url("h"), data="v=0\r\n",
+                             headers={**bearer(token), "Content-Type": "application/sdp"}) as r:
+            return r.status
+
+    async def until(predicate, what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await predicate():
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.05)
+
+    old = KeySet([("k1", K1)]).mint("*", publish=True)
+    new = KeySet([("k2", K2)]).mint("*", publish=True)
+    write(("k1", K1))
+    async with ServeProcess("--config", str(config), keep_log=True) as serve, aiohttp.ClientSession() as http, \
+            PacketPublisher(serve.whip_url("live"), old) as publisher:
+        assert serve.proc is not None
+        assert (await status(http, old), await status(http, new)) == (400, 401)  # 400: the token passed
+        write(("k2", K2), ("k1", K1))
+        serve.proc.send_signal(signal.SIGHUP)
+        await until(lambda: _is(status(http, new), 400), "k2 never verified after SIGHUP")
+        assert await status(http, old) == 400
+        write(("k2", K2))
+        serve.proc.send_signal(signal.SIGHUP)
+        await until(lambda: _is(status(http, old), 401), "k1 still verifies after its removal")
+        write(("k2", "short"))
+        serve.proc.send_signal(signal.SIGHUP)
+        await until(lambda: _true(any("not reloaded" in line for line in serve.log_lines)), "no reload error logged")
+        assert await status(http, new) == 400
+        assert publisher.dtls_state == "connected"  # the running session was left alone
+
+
+async def _is(status, expected: int) -> bool:
+    return await status == expected
+
+
+async def _true(value: bool) -> bool:
+    return value
