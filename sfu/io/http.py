@@ -47,7 +47,10 @@ from ..errors import (
     SfuError,
     UnsupportedMediaType,
 )
-from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization, verify
+from ..keys import KeySet, Revoked
+from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization
+from .admin import Ops, install as install_ops
+from .drain import Drain
 from .live_wait import LiveWaiters
 from ..core.session_api import Created, SessionApi
 
@@ -146,12 +149,17 @@ def build_app(
     *,
     token_secret: str | None = None,
     web_dir: Path | None = None,
+    ops: Ops | None = None,
 ) -> web.Application:
     """The aiohttp application. `token_secret` defaults to `resolve_token_secret(config)`; `web_dir`
-    to the package's `sfu/web/`. A registry of None gets a private one (so apps can coexist in tests)."""
+    to the package's `sfu/web/`. A registry of None gets a private one (so apps can coexist in tests).
+    `ops` (the key set, the drain state) defaults to keys from the secret and `config.token_keys`."""
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     secret = token_secret if token_secret is not None else resolve_token_secret(config)[0]
     pages = web_dir if web_dir is not None else WEB_DIR
+    if ops is None:
+        ops = Ops(KeySet.from_config(secret, config.token_keys), Drain(config.drain_timeout))
+    keys = ops.keys
     responses = Counter(
         "sfu_http_responses", "HTTP responses by route and status", ["route", "status"], registry=registry
     )
@@ -215,11 +223,13 @@ def build_app(
         token = parse_authorization(request.headers.get("Authorization"))
         capability = PUBLISH if kind == "whip" else SUBSCRIBE
         if kind == "whip" or config.viewer_token_required:
-            return verify(secret, token, stream, capability).sub
+            return keys.verify(token, stream, capability).sub
         if token is None:
             return None
         try:  # an open stream: a token only names the participant, and a stale one is no reason to refuse
-            return verify(secret, token, stream, capability).sub
+            return keys.verify(token, stream, capability).sub
+        except Revoked:
+            raise  # a revoked one is
         except SfuError:
             return None
 
@@ -425,6 +435,7 @@ def build_app(
     app.router.add_get("/static/{path:.+}", static)
     # Pages at the root too, so relative links from the index ("watch.html") resolve.
     app.router.add_get(r"/{path:[A-Za-z0-9._-]+\.[a-z]+}", static)
+    install_ops(app, ops, api, registry)  # admin credential, admin API, drain, /readyz (sfu/io/admin.py)
     return app
 
 

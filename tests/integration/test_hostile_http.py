@@ -519,7 +519,11 @@ async def test_mutated_requests_get_4xx_and_logs_stay_bounded_and_clean(live, lo
         assert token not in text and token.split(".")[2] not in text
     assert not TOKEN_LIKE.search(text)
     assert logs.errors() == []  # a malformed request or a client gone is no server error
-    # bounded: each cause logs at most BURST records a window, each cut to MAX_EXC_TEXT
-    causes = Counter((name, line.split(" ", 2)[2][:40]) for _, name, line in logs.lines)
-    assert len(logs.lines) <= log_limits.BURST * max(len(causes), 1)
-    assert log_bytes <= 64 * 1024, log_bytes
+    # bounded: each cause logs at most BURST records a window, each cut to MAX_EXC_TEXT. The access
+    # log (`sfu.access`, one line per WHIP/WHEP request by design, docs/admin.md) is not diagnostic
+    # output and is left out of the bound; it is in the credential checks above.
+    diagnostic = [(level, name, line) for level, name, line in logs.lines if name != "sfu.access"]
+    causes = Counter((name, line.split(" ", 2)[2][:40]) for _, name, line in diagnostic)
+    assert len(diagnostic) <= log_limits.BURST * max(len(causes), 1)
+    diagnostic_bytes = sum(len(line.encode()) + 1 for _, _, line in diagnostic)
+    assert diagnostic_bytes <= 64 * 1024, diagnostic_bytes

@@ -15,6 +15,10 @@ from sfu.testing import PacketPublisher, PacketViewer
 RIDS = ["q", "h", "f"]  # 320x180 / 640x360 / 1280x720 at 62 k / 250 k / 1 Mbit/s
 
 
+def admin_header(server) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.mint_admin_token()}"}
+
+
 def _layer_state(server: sfu.Server, viewer_id: str | None = None) -> dict:
     sessions = server.stats()["sessions"]
     whep = [s for sid, s in sessions.items() if s["kind"] == "whep" and (viewer_id is None or sid == viewer_id)]
@@ -55,7 +59,7 @@ async def test_viewers_get_the_layer_they_ask_for() -> None:
                 assert publisher.stats["twcc_feedback_received"] > 0  # the server gives feedback
                 layers = server.stats()["streams"]["shop"]["tracks"][1]["layers"]
                 assert sorted(layer["height"] for layer in layers) == [180, 360, 720]
-                async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
+                async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics", headers=admin_header(server)) as resp:
                     text = await resp.text()
                 assert text.count("sfu_viewer_bandwidth_estimate_bps{") == 4
                 assert 'current="q"' in text and "sfu_viewer_layer_switches_total{" in text
@@ -167,7 +171,7 @@ async def test_an_overloaded_server_sends_lower_layers_until_media_stops_waiting
             guard = server.stats()["overload"]
             assert guard["cuts"] >= 2 and guard["ceiling_bps"] is not None
             assert guard["queue_delay_max_ms"] > 0
-            async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
+            async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics", headers=admin_header(server)) as resp:
                 text = await resp.text()
             ceiling = next(line for line in text.splitlines() if line.startswith("sfu_overload_ceiling_bps "))
             assert 0 < float(ceiling.split()[1]) < 1_000_000  # below the top layer's need (it goes on falling)

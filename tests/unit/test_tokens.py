@@ -153,8 +153,10 @@ def test_capabilities():
     verify(SECRET, viewer, "live", "subscribe", now=NOW)
     with pytest.raises(Forbidden, match="publish"):
         verify(SECRET, viewer, "live", "publish", now=NOW)
+    with pytest.raises(Forbidden, match="admin"):
+        verify(SECRET, viewer, "live", "admin", now=NOW)  # the admin capability (sfu/keys.py)
     with pytest.raises(ValueError):
-        verify(SECRET, viewer, "live", "admin", now=NOW)
+        verify(SECRET, viewer, "live", "root", now=NOW)
 
 
 @pytest.mark.parametrize(
