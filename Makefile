@@ -52,7 +52,7 @@ $(VENV)/.stamp-venv: pyproject.toml setup.py | .stamp-system
 
 # testing: the test extras (pytest, aiortc, Playwright, ruff...) on top
 test-deps: $(VENV)/.stamp-test
-$(VENV)/.stamp-test: $(VENV)/.stamp-venv | .stamp-system-test
+$(VENV)/.stamp-test: $(VENV)/.stamp-venv pyproject.toml setup.py | .stamp-system-test
 	$(PIP) install -q --no-build-isolation -e '.[test,uvloop]'
 	@touch $@
 
