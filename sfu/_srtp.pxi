@@ -141,9 +141,10 @@ ctypedef struct _SrtpSsrcState:
     uint32_t used
     uint64_t tick            # last use, for least-recently-used replacement
     uint64_t highest
-    # replay bitmap, a ring over the last _SRTP_WINDOW indices: bit (i mod _SRTP_WINDOW) set =
-    # index i seen, for highest - _SRTP_WINDOW < i <= highest
-    uint64_t window[_SRTP_WINDOW_WORDS]
+    # replay bitmap (receive tables only, allocated when the slot is first claimed: 128 bytes per
+    # SSRC actually received), a ring over the last _SRTP_WINDOW indices: bit (i mod _SRTP_WINDOW)
+    # set = index i seen, for highest - _SRTP_WINDOW < i <= highest
+    uint64_t *window
 
 
 cdef inline uint32_t _srtp_load32(const unsigned char *p) noexcept nogil:
@@ -215,7 +216,7 @@ cdef inline void _srtp_accept(_SrtpSsrcState *st, uint64_t index, int64_t delta)
     if delta > 0:
         # a new slot comes with delta 1 and highest 0: the true distance is index - highest
         if index >= st.highest + _SRTP_WINDOW:
-            memset(st.window, 0, sizeof(st.window))
+            memset(st.window, 0, _SRTP_WINDOW_WORDS * sizeof(uint64_t))
         else:
             i = st.highest + 1               # indices skipped over: not seen (yet)
             while i < index:
@@ -233,8 +234,9 @@ cdef inline int _srtp_find(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil:
     return -1
 
 
-cdef inline int _srtp_claim(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil:
-    """A slot for a new SSRC: a free one, else the least recently used (its state is lost)."""
+cdef inline int _srtp_claim(_SrtpSsrcState *table, uint32_t ssrc, bint rx) noexcept nogil:
+    """A slot for a new SSRC: a free one, else the least recently used (its state is lost).
+    `rx`: a receive table, whose slots need a replay window (-1 when it cannot be allocated)."""
     cdef int i
     cdef int victim = 0
     for i in range(_SRTP_SLOTS):
@@ -243,10 +245,15 @@ cdef inline int _srtp_claim(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil
             break
         if table[i].tick < table[victim].tick:
             victim = i
+    if rx:
+        if table[victim].window == NULL:
+            table[victim].window = <uint64_t *>malloc(_SRTP_WINDOW_WORDS * sizeof(uint64_t))
+            if table[victim].window == NULL:
+                return -1
+        memset(table[victim].window, 0, _SRTP_WINDOW_WORDS * sizeof(uint64_t))
     table[victim].used = 1
     table[victim].ssrc = ssrc
     table[victim].highest = 0
-    memset(table[victim].window, 0, sizeof(table[victim].window))
     return victim
 
 
@@ -352,6 +359,10 @@ cdef class SrtpContext:
         self._srtcp_index = 1    # libsrtp's first SRTCP index too
 
     def __dealloc__(self):
+        cdef int i
+        for i in range(_SRTP_SLOTS):
+            free(self._rx_rtp[i].window)
+            free(self._rx_rtcp[i].window)
         if self._rtp_cipher != NULL:
             EVP_CIPHER_CTX_free(self._rtp_cipher)
         if self._rtcp_cipher != NULL:
@@ -579,7 +590,9 @@ cdef class SrtpContext:
                 return _SRTP_CRYPTO
         # Authenticated: only now does the packet move the replay window (RFC 3711 §3.3.2)
         if slot < 0:
-            slot = _srtp_claim(self._rx_rtp, ssrc)
+            slot = _srtp_claim(self._rx_rtp, ssrc, True)
+            if slot < 0:
+                return _SRTP_CRYPTO      # no memory for its replay window
         _srtp_accept(&self._rx_rtp[slot], index, delta)
         self._tick += 1
         self._rx_rtp[slot].tick = self._tick
@@ -726,7 +739,9 @@ cdef class SrtpContext:
                                                 end - 8) != 1:
                     return _SRTP_CRYPTO
         if slot < 0:
-            slot = _srtp_claim(self._rx_rtcp, ssrc)
+            slot = _srtp_claim(self._rx_rtcp, ssrc, True)
+            if slot < 0:
+                return _SRTP_CRYPTO      # no memory for its replay window
             self._rx_rtcp[slot].highest = index
         _srtp_accept(&self._rx_rtcp[slot], index, delta)
         self._tick += 1
@@ -745,7 +760,7 @@ cdef class SrtpContext:
         if slot < 0:
             index = seq
             if commit:
-                slot = _srtp_claim(self._tx_rtp, ssrc)
+                slot = _srtp_claim(self._tx_rtp, ssrc, False)
                 self._tx_rtp[slot].highest = index
         else:
             index = _srtp_estimate_index(self._tx_rtp[slot].highest, seq)
@@ -894,4 +909,5 @@ cdef class SrtpContext:
         cdef int i
         cdef _SrtpSsrcState *table = &self._rx_rtcp[0] if rtcp else &self._rx_rtp[0]
         for i in range(_SRTP_SLOTS):
-            memset(table[i].window, 0, sizeof(table[i].window))
+            if table[i].window != NULL:
+                memset(table[i].window, 0, _SRTP_WINDOW_WORDS * sizeof(uint64_t))
