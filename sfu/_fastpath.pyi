@@ -14,6 +14,7 @@ SRTP_ERR_AUTH: int
 SRTP_ERR_REPLAY: int
 SRTP_ERR_CAPACITY: int
 SRTP_ERR_CRYPTO: int
+SRTP_REPLAY_WINDOW: int
 
 class SrtpError(Exception):
     code: int
@@ -116,6 +117,8 @@ class InStream:
     def enable_keyframe_cache(self, on: bool = True) -> None: ...
     @property
     def keyframe_cache(self) -> tuple[int, int, float, bool] | None: ...
+    @property
+    def keyframe_cache_sizing(self) -> tuple[int, float | None, float] | None: ...
     def take_gaps(self) -> tuple[list[tuple[int, int]], bool]: ...
     def missing(self, seqs: list[int]) -> list[int]: ...
     def packet_state(self, ext_seq: int) -> int: ...
@@ -315,6 +318,9 @@ RTX_STORE_SLOTS_VIDEO: int
 RTX_MAX_AGE_S: float
 KEYFRAME_CACHE_MAX_PACKETS: int
 KEYFRAME_CACHE_MAX_BYTES: int
+KEYFRAME_CACHE_INITIAL_BYTES: int
+KF_AGE_FLOOR_S: float
+KF_AGE_FACTOR_X: float
 
 def red_primary_py(payload: bytes) -> bytes | None: ...
 def red_rewrite_pts_py(payload: bytes, src_pt: int, dst_pt: int) -> bytes: ...

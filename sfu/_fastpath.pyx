@@ -782,6 +782,19 @@ cdef class InStream:
         return (self.kfc.count, self.kfc.used,
                 self.last_packet_at - self.kfc.started_at if self.kfc.count else 0.0, bool(self.kfc.valid))
 
+    @property
+    def keyframe_cache_sizing(self):
+        """(bytes allocated, longest recent keyframe interval in s or None, age bound in s) of the
+        cache, or None when off (_repair.pxi: sized by the stream's own keyframe interval)."""
+        cdef int i
+        cdef double longest = 0.0
+        if self.kfc == NULL:
+            return None
+        for i in range(min(self.kfc.n_intervals, <int>KF_INTERVALS)):
+            longest = max(longest, self.kfc.intervals[i])
+        return (kfcache_footprint(self.kfc), longest if self.kfc.n_intervals else None,
+                kfcache_max_age(self.kfc))
+
     def take_gaps(self):
         """Gaps recorded since the last call: ([(first_missing_ext_seq, count), ...], overflowed)."""
         cdef list out = []

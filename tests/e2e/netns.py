@@ -6,6 +6,7 @@
         ns.chromium         # an executable wrapper: Chromium run inside the namespace
         await ns.limit_rate(300)            # tc tbf on the host end: traffic towards the viewer
         await ns.add_random_loss(5, port)   # nftables in the namespace: drop 5 % of UDP from `port`
+        await ns.add_link_loss(5, port)     # ... of UDP from and to `port` (a publisher's lossy link)
 
 Everything is created by this object and only this object: one namespace, one veth pair with a
 private /30 that is free on this host, a qdisc on the host end, one nftables table inside the
@@ -193,6 +194,28 @@ class ViewerNetns:
                   "udp", "sport", str(udp_sport), "numgen", "random", "mod", "100", "<", str(percent),
                   "counter", "drop")
         self._loss_rule = True
+
+    async def add_link_loss(self, percent: int, server_port: int) -> None:
+        """Drop `percent` % of the UDP datagrams between the namespace and the server's `server_port`,
+        each way (a client whose own link loses: media and RTCP up, answers and NACKs down)."""
+        assert self.ns is not None and 0 <= percent <= 100
+        await self.clear_loss()
+        nft = ("ip", "netns", "exec", self.ns, "nft")
+        await run(*nft, "add", "table", "inet", NFT_TABLE)
+        for chain, hook, match in (("input", "input", "sport"), ("output", "output", "dport")):
+            await run(*nft, "add", "chain", "inet", NFT_TABLE, chain,
+                      f"{{ type filter hook {hook} priority 0 ; policy accept ; }}")
+            await run(*nft, "add", "rule", "inet", NFT_TABLE, chain,
+                      "udp", match, str(server_port), "numgen", "random", "mod", "100", "<", str(percent),
+                      "counter", "drop")
+        self._loss_rule = True
+
+    async def loss_dropped_each(self) -> list[int]:
+        """Datagrams dropped so far by each loss rule (their nftables counters, in rule order)."""
+        assert self.ns is not None
+        out = await run("ip", "netns", "exec", self.ns, "nft", "list", "table", "inet", NFT_TABLE, check=False)
+        words = out.split()
+        return [int(words[i + 1]) for i, w in enumerate(words[:-1]) if w == "packets"]
 
     async def loss_dropped(self) -> int:
         """Datagrams dropped so far by the loss rule (its nftables counter)."""
