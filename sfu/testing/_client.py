@@ -395,6 +395,9 @@ class _Client:
         except stun.StunError:
             self._count_drop("stun-malformed")
             return
+        if message.message_class == stun._stun.Class.REQUEST:
+            self._answer_check(index, message, addr)
+            return
         pending = self._transactions.pop(message.transaction_id, None)
         if pending is None:
             self._count_drop("stun-unexpected")
@@ -419,6 +422,20 @@ class _Client:
             self.ice_selected_at = now
             self._next_consent = now + CONSENT_INTERVAL_S
             self._start_dtls(now)
+
+    def _answer_check(self, index: int, request: Any, addr: tuple[str, int]) -> None:
+        """Answer the server's own Binding request (its RFC 7675 consent check, which proves
+        that this socket receives what the server sends), as every full ICE agent does."""
+        if not request.check_message_integrity(self._ice_pwd.encode()):
+            self._count_drop("stun-request-bad-integrity")
+            return
+        response = stun._stun.Message(
+            stun._stun.Method.BINDING, stun._stun.Class.RESPONSE, request.transaction_id,
+            {"XOR-MAPPED-ADDRESS": (addr[0], addr[1])},
+        )
+        response.add_message_integrity(self._ice_pwd.encode())
+        response.add_fingerprint()
+        self._sendto(index, bytes(response), addr)
 
     # --- DTLS / SRTP --------------------------------------------------------------------
 
