@@ -74,8 +74,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the external node's token secret, to mint publish/subscribe tokens "
              "(or $SFU_TOKEN_SECRET)",
     )
+    group.addoption(
+        "--sfu-token-kid", dest="sfu_token_kid", default=None, metavar="KID",
+        help='key id to sign tokens for the external node with (default "default": its token_secret)',
+    )
     parser.addini("sfu_url", "external sfu node for the sfu fixtures (same as --sfu-url)", default=None)
     parser.addini("sfu_token_secret", "token secret of the external sfu node", default=None)
+    parser.addini("sfu_token_kid", "key id of that secret on the external node", default=None)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -227,17 +232,18 @@ class StageServer:
     def token(self, stream: str, *, publish: bool = False, subscribe: bool = False, ttl_s: float = 3600.0,
               participant: str | None = None) -> str:
         """A JWT for `stream` (a name or pattern) with the given capabilities."""
-        from sfu import tokens
+        return self._keys().mint(stream, publish=publish, subscribe=subscribe, ttl_s=ttl_s,
+                                 participant=participant)
 
-        secret = self._secret()
-        return tokens.mint(secret, stream, publish=publish, subscribe=subscribe, ttl_s=ttl_s,
-                           participant=participant)
+    def admin_token(self, ttl_s: float = 3600.0) -> str:
+        """A JWT with the admin capability (`/api/stats`, `/metrics`, `/admin/...`)."""
+        return self._keys().mint("*", admin=True, ttl_s=ttl_s)
 
-    def _secret(self) -> str:
+    def _keys(self) -> Any:  # sfu.keys.KeySet
         raise NotImplementedError
 
     def stats(self) -> dict[str, Any]:
-        """The node's `/api/stats` document: streams, sessions, counters."""
+        """The node's stats document (`/api/stats`): streams, sessions, counters."""
         raise NotImplementedError
 
 
@@ -254,9 +260,9 @@ class LocalServer(StageServer):
         self.http_url = self.server.http_url
         self.udp_port = self.server.udp_port
 
-    def _secret(self) -> str:
-        assert self.server.token_secret is not None
-        return self.server.token_secret
+    def _keys(self) -> Any:
+        assert self.server.keys is not None
+        return self.server.keys
 
     def stats(self) -> dict[str, Any]:
         return self.stage.call(self.server.stats)
@@ -269,22 +275,29 @@ class LocalServer(StageServer):
 
 
 class ExternalServer(StageServer):
-    """A node the tests do not start (`--sfu-url`); tokens need its secret (`--sfu-token-secret`)."""
+    """A node the tests do not start (`--sfu-url`); tokens are minted with its secret
+    (`--sfu-token-secret`, signed under the key id `--sfu-token-kid`, "default" for a node
+    configured with a plain `token_secret`)."""
 
-    def __init__(self, url: str, secret: str | None) -> None:
+    def __init__(self, url: str, secret: str | None, kid: str | None = None) -> None:
         self.http_url = url.rstrip("/")
         self.secret = secret
+        self.kid = kid
 
-    def _secret(self) -> str:
+    def _keys(self) -> Any:
+        from sfu.keys import LEGACY_KID, KeySet
+
         if not self.secret:
             raise pytest.UsageError(
                 "minting tokens for the external sfu node needs its secret: --sfu-token-secret, "
                 "ini sfu_token_secret or $SFU_TOKEN_SECRET"
             )
-        return self.secret
+        return KeySet([(self.kid or LEGACY_KID, self.secret)])
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.http_url}/api/stats", timeout=10) as response:
+        request = urllib.request.Request(
+            f"{self.http_url}/api/stats", headers={"Authorization": f"Bearer {self.admin_token(ttl_s=60)}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
     def __repr__(self) -> str:
@@ -451,7 +464,8 @@ def sfu_server(request: pytest.FixtureRequest) -> StageServer:
     """The server under test: a fresh in-process one per test, or the `--sfu-url` node."""
     url = _external_url(request.config)
     if url:
-        return ExternalServer(url, _external_secret(request.config))
+        kid = request.config.getoption("sfu_token_kid", None) or request.config.getini("sfu_token_kid") or None
+        return ExternalServer(url, _external_secret(request.config), kid)
     factory = request.getfixturevalue("sfu_server_factory")
     return factory()
 

@@ -205,7 +205,7 @@ def test_external_server_mode(pytester: pytest.Pytester) -> None:
     try:
         node = LocalServer(stage, Config.for_tests())
         pytester.makepyfile(test_live_shop=EXAMPLE.read_text())
-        result = _run(pytester, "-rs", f"--sfu-url={node.http_url}", f"--sfu-token-secret={node._secret()}")
+        result = _run(pytester, "-rs", f"--sfu-url={node.http_url}", f"--sfu-token-secret={node.server.token_secret}")
         result.assert_outcomes(passed=3, skipped=1)
         result.stdout.fnmatch_lines([
             f"sfu: fixtures use the external node {node.http_url}",
