@@ -341,6 +341,7 @@ class SessionManager:
                                 "rid": layer.rid,
                                 "ssrc": layer.ssrc,
                                 "packets": layer.stream.packets,
+                                "expected": layer.stream.expected,  # RFC 3550 A.3: loss = expected - packets
                                 "bytes": layer.stream.bytes,
                                 "keyframes": layer.stream.keyframes,
                                 "padding": layer.stream.padding,

@@ -37,6 +37,7 @@ from ..errors import (
 )
 from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization, verify
 from .live_wait import LiveWaiters
+from .public_api import add_public_routes
 from ..core.session_api import Created, SessionApi
 
 log = logging.getLogger(__name__)
@@ -331,6 +332,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/stats", stats)
+    add_public_routes(app, api)  # /api/streams: public JSON for the pages (sfu/io/public_api.py)
     app.router.add_get("/", index)
     app.router.add_get("/static/{path:.+}", static)
     # Pages at the root too, so relative links from the index ("watch.html") resolve.
