@@ -22,6 +22,7 @@ from .core.sessions import SessionManager
 from .io.http import build_app
 from .io.interfaces import discover_addresses
 from .io.udp import MediaPort, open_media_socket
+from .io import webhooks
 from .metrics import register_server_metrics
 
 log = logging.getLogger("sfu")
@@ -41,6 +42,7 @@ class Server:
         self._http_port: int | None = None
         self.token_secret: str | None = None
         self.advertised_addresses: list[str] = []
+        self.webhooks: webhooks.WebhookSender | None = None
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -73,6 +75,9 @@ class Server:
             wall_clock=time.time,
         )
         self.media.start(self.manager)
+        self.webhooks = webhooks.from_config(config, self.registry)  # None without webhook_urls
+        if self.webhooks is not None:
+            self.webhooks.start(self.manager)
         register_server_metrics(self.registry, self)
         app = build_app(config, self.manager, self.registry, token_secret=self.token_secret)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -92,6 +97,9 @@ class Server:
         if self.media is not None:
             self.media.stop()
             self.media = None
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            self.webhooks = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         "layer until the wait is gone (default 30; 0 = off)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
+    serve.add_argument(
+        "--webhook-url", metavar="URL", action="append", dest="webhook_urls",
+        help="POST lifecycle events here, signed (Standard Webhooks; repeatable; needs --webhook-secret)",
+    )
+    serve.add_argument("--webhook-secret", metavar="S", help='webhook signing secret ("whsec_<base64>" or any text)')
+    serve.add_argument(
+        "--no-webhook-viewer-events", dest="webhook_viewer_events", action="store_false", default=None,
+        help="send no viewer.joined / viewer.left webhooks (big shows)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     token = sub.add_parser(
@@ -205,6 +214,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "udp_gso": args.udp_gso,
         "overload_queue_delay_ms": args.overload_queue_delay_ms,
         "log_level": args.log_level,
+        "webhook_urls": args.webhook_urls,
+        "webhook_secret": args.webhook_secret,
+        "webhook_viewer_events": args.webhook_viewer_events,
     }
     config = load_config(args.config, os.environ, overrides)
     secret, created = resolve_token_secret(config)

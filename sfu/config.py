@@ -65,6 +65,11 @@ class Config:
     # media waiting longer than this in the UDP socket (sustained) means the server cannot keep up:
     # it lowers the video layers it sends until the wait is gone (sfu/core/overload.py); 0 = off
     overload_queue_delay_ms: float = 30.0
+    # webhooks (sfu/io/webhooks.py): POSTed to each URL, signed with the secret (Standard Webhooks)
+    webhook_urls: list[str] = field(default_factory=list)
+    webhook_secret: str | None = field(default=None, repr=False)  # "whsec_<base64>" or any text; kept out of logs
+    webhook_viewer_events: bool = True  # viewer.joined / viewer.left (off for big shows)
+    webhook_queue_size: int = 1000  # events waiting for delivery; beyond it new events are dropped (counted)
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -116,6 +121,12 @@ class Config:
             raise fail("public_url", "an http:// or https:// URL")
         if any(not ip or any(c.isspace() for c in ip) for ip in self.public_ips):
             raise fail("public_ips", "a list of non-empty addresses")
+        if any(not u.startswith(("http://", "https://")) for u in self.webhook_urls):
+            raise fail("webhook_urls", "a list of http:// or https:// URLs")
+        if self.webhook_urls and not self.webhook_secret:
+            raise ConfigError(f"{(origins or {}).get('webhook_urls', 'config')}: webhook_urls needs a webhook_secret")
+        if self.webhook_queue_size < 1:
+            raise fail("webhook_queue_size", ">= 1")
         for i, server in enumerate(self.ice_servers):
             _check_ice_server(server, f"{(origins or {}).get('ice_servers', 'config')}: ice_servers[{i}]")
 

@@ -34,6 +34,7 @@ from ..wire import rtcp
 from ..wire.sdp import parse_sdpfrag
 from ..wire.stun import is_binding_request, peek_username
 from .certificate import CertificateStore
+from . import events as ev
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
@@ -117,6 +118,7 @@ class SessionManager:
         self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_listeners: list[Callable[[str], None]] = []
+        self.events = ev.EventOutbox()  # lifecycle events for the shell (webhooks): take_events()
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.rtcp = RtcpLegs(self)  # RTCP from both legs, and our reports on them (core/rtcp_legs.py)
         self.on_wakeup: Callable[[], None] | None = None
@@ -171,6 +173,7 @@ class SessionManager:
         )
         st.set_publisher(session, answer.tracks)
         self._register(session, now)
+        self.events.emit(ev.StreamStarted(now, stream))
         for track in st.tracks:
             twcc = track.spec.extensions.get("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
             if twcc:
@@ -244,6 +247,7 @@ class SessionManager:
             )
         self.simulcast.add_viewer(session, options, now)  # raises BadRequest on a bad layer option
         st.viewers.add(session)
+        self.events.emit(ev.ViewerJoined(now, stream, session.handle))
         self.repair.on_viewer_created(session)
         self._register(session, now)
         self._attach_viewer(session)
@@ -477,6 +481,8 @@ class SessionManager:
                             self.repair.schedule_start(session, sub, now)
             elif isinstance(event, Connected):
                 self.counters["dtls-connected"] += 1
+                if session.kind == "whip":
+                    self.events.emit(ev.PublisherConnected(now, session.stream.name, session.handle))
                 if session.kind == "whep":
                     for sub in session.subscriptions:
                         if sub.layer is not None and sub.kind == "video":
@@ -664,7 +670,9 @@ class SessionManager:
             del self.by_ufrag[session.peer.local_ufrag]
         st = session.stream
         if session.kind == "whip":
+            self.events.emit(ev.PublisherDisconnected(now, st.name, session.handle, reason))
             if st.clear_publisher(session):
+                self.events.emit(ev.StreamEnded(now, st.name))
                 for viewer in st.viewers:
                     for sub in viewer.subscriptions:
                         sub.detach()
@@ -673,6 +681,7 @@ class SessionManager:
             for sub in session.subscriptions:
                 sub.detach()
             st.viewers.discard(session)
+            self.events.emit(ev.ViewerLeft(now, st.name, session.handle, reason))
         if st.publisher is None and not st.viewers:
             self.streams.pop(st.name, None)
         self.simulcast.remove(session)
@@ -688,6 +697,10 @@ class SessionManager:
     # ------------------------------------------------------------------------------------------
     # Outputs
     # ------------------------------------------------------------------------------------------
+
+    def take_events(self) -> list[ev.Event]:
+        """The lifecycle events since the last call, oldest first (`sfu.core.events`)."""
+        return self.events.take()
 
     def take_datagrams(self) -> list[tuple[bytes, tuple]]:
         out, self._out = self._out, []
