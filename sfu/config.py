@@ -70,6 +70,7 @@ class Config:
     webhook_secret: str | None = field(default=None, repr=False)  # "whsec_<base64>" or any text; kept out of logs
     webhook_viewer_events: bool = True  # viewer.joined / viewer.left (off for big shows)
     webhook_queue_size: int = 1000  # events waiting for delivery; beyond it new events are dropped (counted)
+    metrics_stream_labels: int = 0  # /metrics: per-stream gauges for this many most-watched streams (0 = none)
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -125,6 +126,8 @@ class Config:
             raise fail("webhook_urls", "a list of http:// or https:// URLs")
         if self.webhook_urls and not self.webhook_secret:
             raise ConfigError(f"{(origins or {}).get('webhook_urls', 'config')}: webhook_urls needs a webhook_secret")
+        if not 0 <= self.metrics_stream_labels <= 1000:
+            raise fail("metrics_stream_labels", "0 (none) .. 1000")
         if self.webhook_queue_size < 1:
             raise fail("webhook_queue_size", ">= 1")
         for i, server in enumerate(self.ice_servers):

@@ -39,6 +39,7 @@ from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
 from .rtcp_legs import RtcpLegs
+from .quality import Quality
 from .simulcast import SimulcastControl
 from .stream import TWCC_URI, Layer, Stream, Track
 from .subscription import Subscription
@@ -119,6 +120,7 @@ class SessionManager:
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_listeners: list[Callable[[str], None]] = []
         self.events = ev.EventOutbox()  # lifecycle events for the shell (webhooks): take_events()
+        self.quality = Quality(self)  # join times, loss, RTT, jitter, freezes (core/quality.py)
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.rtcp = RtcpLegs(self)  # RTCP from both legs, and our reports on them (core/rtcp_legs.py)
         self.on_wakeup: Callable[[], None] | None = None
@@ -248,6 +250,7 @@ class SessionManager:
         self.simulcast.add_viewer(session, options, now)  # raises BadRequest on a bad layer option
         st.viewers.add(session)
         self.events.emit(ev.ViewerJoined(now, stream, session.handle))
+        self.quality.viewer_created(session, now)
         self.repair.on_viewer_created(session)
         self._register(session, now)
         self._attach_viewer(session)
@@ -353,6 +356,7 @@ class SessionManager:
                                 "keyframe_requests_suppressed": layer.keyframes.suppressed,
                                 "last_packet_age_s": round(now - layer.stream.last_packet_at, 3) if layer.stream.started else None,
                                 "repair": self.repair.layer_stats(layer),
+                                "loss": self.quality.layer_loss(layer),  # fraction, last report interval
                                 **self.simulcast.layer_stats(t, layer),
                             }
                             for layer in t.layers
@@ -376,6 +380,7 @@ class SessionManager:
                 "repair": [self.repair.subscription_stats(sub) for sub in s.subscriptions],
                 "drops": dict(s.peer.drops),
                 "video_layer": self.simulcast.stats_for(s),
+                "quality": self.quality.viewer_stats(s),
             }
             for s in self.sessions.values()
         }
@@ -598,6 +603,9 @@ class SessionManager:
         repair = self.repair.next_deadline()
         if repair is not None:
             deadline = min(deadline, repair)
+        joining = self.quality.next_deadline()
+        if joining is not None:
+            deadline = min(deadline, joining)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -616,6 +624,7 @@ class SessionManager:
             else:
                 heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
         self.repair.poll(now)  # NACKs towards publishers that are due
+        self.quality.poll(now)  # viewers' first media packet / keyframe sent
         self.media_poll()
         if now >= self._next_tick:
             self._next_tick = now + TICK_S
@@ -626,6 +635,7 @@ class SessionManager:
             self._next_report = now + REPORT_INTERVAL_S
             self.rtcp.send_reports(now)
             self.media_poll()
+            self.quality.report_tick(now)
             self._poll_gates(now)
             self.media_poll()
             self.repair.update_rates(now)
@@ -686,6 +696,7 @@ class SessionManager:
             self.streams.pop(st.name, None)
         self.simulcast.remove(session)
         self.repair.forget(session)
+        self.quality.forget(session)
         self.counters[f"closed-{session.kind}"] += 1
         log.info("%s session %s on %s closed: %s", session.kind, session.handle, st.name, reason)
 
