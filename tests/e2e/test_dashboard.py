@@ -44,6 +44,10 @@ async def test_dashboard_shows_live_stream(context, server):
     video_row = await dash.page.locator(f'{card} tr[data-rid="video"] td').all_text_contents()
     assert video_row[1] == "640×480" and int(video_row[2].split()[0]) > 0, video_row
     assert int(video_row[3]) > 0 and video_row[6] == "1", video_row  # packets, viewers on the layer
+    viewer_row = await dash.page.locator(f"{card} table.viewer-table tbody tr").all_text_contents()
+    assert len(viewer_row) == 1, viewer_row  # the one viewer, by its public id
+    (handle,) = [h for h, s in server.stats()["sessions"].items() if s["kind"] == "whep"]
+    assert await dash.page.locator(f'{card} tr[data-viewer="{handle}"]').count() == 1
     captions = await dash.page.locator(f"{card} figcaption").all_text_contents()
     assert captions == ["publisher bitrate", "loss, publisher leg", "RTT, publisher leg",
                         "loss, viewers (mean)", "RTT, viewers (mean)"], captions
