@@ -64,6 +64,22 @@ async def test_watch_page_live_ended_and_back(context, server):
     await screenshot(viewer.page, "watch", "reconnected")
 
 
+async def test_watch_page_reconnects_when_its_session_is_lost(context, server):
+    """The server ends the viewer's session while the show goes on (as after a server-side
+    timeout): the page notices the connection go, shows "reconnecting" and plays again on a new
+    session."""
+    publisher = await open_publisher(context, server, "lost")
+    viewer = await open_viewer(context, server, "lost")
+    await wait_for(viewer, LIVE, what="playing", pages=[publisher])
+    (session_id,) = [sid for sid, s in server.manager.sessions.items() if s.kind == "whep"]
+    assert await server.manager.delete("whep", "lost", session_id)
+    s = await wait_for(viewer, LIVE + " && s.connects === 2", timeout=60, what="playing again on a new session",
+                       pages=[publisher])
+    log = s["playerLog"]
+    assert log == ["live", "reconnecting", "live"] or log == ["live", "stalled", "reconnecting", "live"], log
+    await screenshot(viewer.page, "watch", "after-reconnect")
+
+
 async def test_quality_changed_while_playing(context, server):
     """A simulcast stream: the quality menu lists its layers; choosing the lowest while playing
     moves the viewer there (server and decoded size agree); Auto lifts the limit again."""
