@@ -98,7 +98,7 @@ class Server:
             self.media.stop()
             self.media = None
         if self.webhooks is not None:
-            await self.webhooks.stop()
+            await self.webhooks.stop(self.manager)  # delivers the events of the sessions just closed
             self.webhooks = None
         if self._runner is not None:
             await self._runner.cleanup()

@@ -47,6 +47,7 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 BACKOFF_JITTER = 0.2  # +-20 % so that retries from many nodes do not arrive together
 WORKERS = 4  # concurrent deliveries; a hanging receiver holds at most these
+FLUSH_S = 2.0  # at shutdown, how long the last events (sessions closed by the shutdown) may take
 
 
 def signing_key(secret: str) -> bytes:
@@ -158,7 +159,17 @@ class WebhookSender:
         if manager is not None:
             self._tasks.append(asyncio.create_task(self.pump(manager), name="webhook-pump"))
 
-    async def stop(self) -> None:
+    async def stop(self, manager=None) -> None:
+        """Queue `manager`'s last events, give delivery up to FLUSH_S, then stop."""
+        if manager is not None:
+            offset = time.time() - manager.clock()
+            for event in manager.take_events():
+                self.submit(event, event.now + offset)
+        if self._tasks:
+            try:
+                await asyncio.wait_for(self.queue.join(), FLUSH_S)
+            except TimeoutError:
+                log.warning("webhooks: %d event(s) left undelivered at shutdown", self.queue.qsize())
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -212,6 +223,8 @@ def from_config(config, registry: CollectorRegistry | None) -> WebhookSender | N
     """The sender `config` asks for, or None without webhook URLs."""
     if not config.webhook_urls:
         return None
+    if not config.webhook_secret:
+        raise ValueError("webhook_urls needs a webhook_secret")
     return WebhookSender(config.webhook_urls, config.webhook_secret or "", viewer_events=config.webhook_viewer_events,
                          queue_size=config.webhook_queue_size, registry=registry)
 

@@ -116,6 +116,19 @@ async def test_lifecycle_events_arrive_signed():
         assert _count(server.registry, "sfu_webhook_deliveries_total", result="delivered") == 6
 
 
+async def test_sessions_closed_by_a_shutdown_are_reported():
+    async with Receiver() as receiver:
+        async with sfu.Server(_config(receiver.url)) as server:
+            publish = server.mint_token("late", publish=True)
+            publisher = PacketPublisher(server.whip_url("late"), publish)
+            await publisher.start()
+            await wait_until(lambda: "publisher.connected" in receiver.types(), 10, "publisher.connected")
+        # the server stopped with the publisher still live: its last events were delivered first
+        assert receiver.types()[-2:] == ["publisher.disconnected", "stream.ended"], receiver.types()
+        assert receiver.delivered[-2]["data"]["reason"] == "server stopping"
+        await publisher.stop()
+
+
 async def test_viewer_events_can_be_turned_off():
     async with Receiver() as receiver, sfu.Server(_config(receiver.url, webhook_viewer_events=False)) as server:
         publish = server.mint_token("big", publish=True)
