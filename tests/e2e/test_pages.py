@@ -37,6 +37,7 @@ async def test_watch_page_live_ended_and_back(context, server):
     assert (await viewer.page.text_content("#badge")).strip().lower() == "● live"
     assert (await viewer.page.text_content("#viewers")).strip() == "1 watching"
     assert await viewer.page.is_hidden("#overlay")
+    assert await viewer.page.is_disabled("#quality")  # one layer: nothing to choose
     await screenshot(viewer.page, "watch", "live")
 
     s = await wait_for(publisher, """s => s.health.viewers === 1 && Object.values(s.health.layers).some(
@@ -90,6 +91,7 @@ async def test_quality_changed_while_playing(context, server):
     await wait_for(viewer, LIVE, what="playing", pages=[publisher])
     await _wait_page(viewer, "() => document.querySelectorAll('#quality option').length === 4",
                      "quality menu with Auto + three layers")
+    assert not await viewer.page.is_disabled("#quality")
 
     sent = await publisher.stats()
     q_width = sent["outbound"]["q"]["frameWidth"]
