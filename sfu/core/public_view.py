@@ -37,6 +37,7 @@ def _stream_summary(manager, st) -> dict[str, object]:
                 "width": meter.get("width"),
                 "height": meter.get("height"),
                 "bitrate_bps": meter.get("bitrate_bps"),
+                "fps": meter.get("fps"),
                 "viewers": per_layer.get(rid, 0),
             })
     return {

@@ -34,7 +34,7 @@ async def test_dashboard_shows_live_stream(context, server):
         const c = document.querySelector('{card}');
         if (!c) return false;
         const video = c.querySelector('tr[data-rid="video"]');
-        return video !== null && /kbit\\/s/.test(video.children[2].textContent) &&
+        return video !== null && /kbit\\/s/.test(video.children[3].textContent) &&
                video.querySelector('td.viewers').textContent === "1" &&
                c.querySelectorAll('svg.spark polyline').length >= 3;
     }})()""", "the stream's card with its video layer, 1 viewer and graphs")
@@ -42,8 +42,8 @@ async def test_dashboard_shows_live_stream(context, server):
     text = await dash.page.text_content(card)
     assert "live" in text and "1 viewer" in text, text
     video_row = await dash.page.locator(f'{card} tr[data-rid="video"] td').all_text_contents()
-    assert video_row[1] == "640×480" and int(video_row[2].split()[0]) > 0, video_row
-    assert int(video_row[3]) > 0 and video_row[6] == "1", video_row  # packets, viewers on the layer
+    assert video_row[1] == "640×480" and video_row[2].endswith(" fps") and int(video_row[3].split()[0]) > 0, video_row
+    assert int(video_row[4]) > 0 and video_row[7] == "1", video_row  # packets, viewers on the layer
     viewer_row = await dash.page.locator(f"{card} table.viewer-table tbody tr").all_text_contents()
     assert len(viewer_row) == 1, viewer_row  # the one viewer, by its public id
     (handle,) = [h for h, s in server.stats()["sessions"].items() if s["kind"] == "whep"]

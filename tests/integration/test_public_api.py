@@ -36,7 +36,7 @@ async def test_live_stream_listed_with_viewers_and_layers(server):
         assert stream["live"] is True and stream["viewers"] == 1 and stream["audio"] and stream["video"], stream
         (layer,) = stream["layers"]
         assert layer["rid"] == "video" and layer["simulcast"] is False and layer["codec"] == "VP8", layer
-        assert layer["width"] == 640 and layer["bitrate_bps"] > 0, layer
+        assert layer["width"] == 640 and layer["bitrate_bps"] > 0 and layer["fps"] > 0, layer
 
         status, listed, headers = await _get(server.http_url + "/api/streams")
         assert status == 200 and headers["Cache-Control"] == "no-store"

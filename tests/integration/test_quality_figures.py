@@ -28,6 +28,8 @@ async def test_join_loss_rtt_figures_in_stats_and_metrics(server):
         layers = [layer for t in stats["streams"]["shop"]["tracks"] for layer in t["layers"]]
         assert all(layer["loss"] == 0 for layer in layers), layers  # lossless loopback
         assert all(layer["expected"] >= layer["packets"] > 0 for layer in layers), layers
+        (video,) = stats["streams"]["shop"]["tracks"][1]["layers"]
+        assert 20 <= video["fps"] <= 40, video  # the test publisher sends 30 frames a second
 
         async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
             text = await resp.text()
