@@ -40,6 +40,15 @@ class ServerCollector:
         gso.add_metric(["segments"], router.gso_segments)
         gso.add_metric(["refused"], router.gso_failures)
         yield gso
+        source = CounterMetricFamily(
+            "sfu_udp_source_address", "Source addresses on the media port (each peer answered from the address it "
+            "sent to): sends refused from an address gone from the host (resent from the kernel's choice), and "
+            "datagrams to a local address beyond the 32 the server tracks (answered from the kernel's choice)",
+            labels=["event"],
+        )
+        source.add_metric(["refused"], router.source_refused)
+        source.add_metric(["untracked"], router.locals_overflow)
+        yield source
         guard = manager.simulcast.overload
         delay = GaugeMetricFamily(
             "sfu_media_queue_delay_seconds",

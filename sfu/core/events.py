@@ -74,8 +74,9 @@ class RecordingReady(Event):
 
 @dataclass(frozen=True)
 class DrainStarted(Event):
-    """The node stopped taking new sessions (for the drain logic to report; `stream` is "")."""
+    """The node stopped taking new sessions (`sfu.io.drain`; `stream` is "")."""
 
+    reason: str = ""
     type = "drain.started"
 
 

@@ -127,12 +127,17 @@ class Peer:
                 self._events.append(AddressValidated(addr))
         self._drain_ice(addr, now)
 
-    def receive_dtls(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_dtls(self, data: bytes, addr: Address, now: float) -> str | None:
+        """Returns why the datagram was ignored (counted in `drops` as "dtls-<reason>"), or None."""
         if self.closed:
-            return
+            self.drops["dtls-after-close"] += 1
+            return "after-close"
         self._dtls_addr = addr
-        self.dtls.receive(data, now)
+        dropped = self.dtls.receive(data, now)
+        if dropped is not None:
+            self.drops[f"dtls-{dropped}"] += 1
         self._drain_dtls(addr, now)
+        return dropped
 
     def handle_timer(self, now: float) -> None:
         if self.closed:

@@ -193,7 +193,8 @@ class SessionManager:
             listener(stream)
         self.counters["publish-sessions"] += 1
         log.info("publish %s session %s: %s", stream, session.handle,
-                 ", ".join(f"{t.kind}/{t.codec.name}{'/' + ','.join(t.rids) if t.rids else ''}" for t in answer.tracks))
+                 ", ".join(f"{t.kind}/{t.codec.name}{'/' + ','.join(t.rids) if t.rids else ''}" for t in answer.tracks),
+                 extra={"stream": stream, "session": session.handle})
         return Created(session_id, answer.sdp, session.etag)
 
     def add_live_listener(self, listener: Callable[[str], None]) -> None:
@@ -468,8 +469,11 @@ class SessionManager:
     def _on_dtls(self, endpoint, data: bytes, addr, now: float) -> None:
         session = endpoint.owner
         if session is None or session.closed:
+            self.counters["dtls-dropped-no-session"] += 1
             return
-        session.peer.receive_dtls(data, addr, now)
+        dropped = session.peer.receive_dtls(data, addr, now)
+        if dropped is not None:  # junk from a known address (reasons: core/dtls.py)
+            self.counters[f"dtls-dropped-{dropped}"] += 1
         self._after_peer(session, now)
 
     def _after_peer(self, session: Session, now: float) -> None:
@@ -698,12 +702,48 @@ class SessionManager:
         self.repair.forget(session)
         self.quality.forget(session)
         self.counters[f"closed-{session.kind}"] += 1
-        log.info("%s session %s on %s closed: %s", session.kind, session.handle, st.name, reason)
+        log.info("%s session %s on %s closed: %s", session.kind, session.handle, st.name, reason,
+                 extra={"stream": st.name, "session": session.handle})
 
     def close_all(self, reason: str) -> None:
         now = self.clock()
         for session in list(self.sessions.values()):
             self._close_session(session, reason, now)
+
+    # ------------------------------------------------------------------------------------------
+    # Admin (sfu/io/admin.py): sessions named by their public id, never by the secret one
+    # ------------------------------------------------------------------------------------------
+
+    def session_summary(self, session: Session) -> dict[str, object]:
+        """What the admin API lists for a session (its `id` is the public one)."""
+        return {
+            "id": session.handle,
+            "kind": session.kind,
+            "stream": session.stream.name,
+            "participant": session.participant,
+            "connected": session.peer.connected_at is not None,
+            "path": list(session.peer.path) if session.peer.path else None,
+        }
+
+    def session_by_public_id(self, handle: str) -> Session | None:
+        return next((s for s in self.sessions.values() if s.handle == handle), None)
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Close one session (an admin action or a revoked token): its client sees DTLS close."""
+        self._close_session(session, reason, self.clock())
+        self._wake()
+
+    def end_stream(self, name: str, reason: str) -> int:
+        """Close a stream's publisher and viewers; the number of sessions closed (0: no such stream)."""
+        st = self.streams.get(name)
+        if st is None:
+            return 0
+        members = ([st.publisher] if st.publisher is not None else []) + list(st.viewers)
+        now = self.clock()
+        for session in members:
+            self._close_session(session, reason, now)
+        self._wake()
+        return len(members)
 
     # ------------------------------------------------------------------------------------------
     # Outputs

@@ -468,10 +468,20 @@
     tick();
   }
 
+  // Browsers give the camera and microphone only to secure contexts (https://, or http://localhost):
+  // opened over plain http from another host, navigator.mediaDevices is undefined. Say so in words.
+  function insecureContextProblem() {
+    if (global.isSecureContext && navigator.mediaDevices) return null;
+    return `This page was opened over plain http (${location.origin}), so the browser will not ` +
+      "share a camera or microphone with it: browsers allow that only on https:// pages or on " +
+      "http://localhost. Ask the operator to start the server with --tls-cert and --tls-key and " +
+      "open this page over https://, or publish with OBS instead.";
+  }
+
   global.WhipWhep = {
     ICE_GATHER_TIMEOUT_MS, params, waitIceGathering, postOffer, parseIceServerLinks, discoverIceServers,
     deleteSession, preferCodec,
     summarizeStats, makeState, setStatus, fail, watchConnection, watchFirstMedia, negotiate, stop,
-    formatStats, showStats, HttpError,
+    formatStats, showStats, HttpError, insecureContextProblem,
   };
 })(window);

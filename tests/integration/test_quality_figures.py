@@ -31,7 +31,8 @@ async def test_join_loss_rtt_figures_in_stats_and_metrics(server):
         (video,) = stats["streams"]["shop"]["tracks"][1]["layers"]
         assert 20 <= video["fps"] <= 40, video  # the test publisher sends 30 frames a second
 
-        async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
+        admin = {"Authorization": f"Bearer {server.mint_admin_token()}"}
+        async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics", headers=admin) as resp:
             text = await resp.text()
         assert "sfu_join_seconds_count 1.0" in text and "sfu_first_keyframe_seconds_count 1.0" in text
         assert 'sfu_loss_fraction_bucket{le="0.0",leg="publisher"}' in text

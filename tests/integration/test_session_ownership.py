@@ -41,7 +41,8 @@ async def test_others_cannot_end_pause_or_take_over_a_viewer(server):
             PacketViewer(server.whep_url("v")) as viewer:
         await viewer.wait_for(lambda: viewer.stats["video"]["frames"] >= 5, 15)
         async with aiohttp.ClientSession() as http:
-            async with http.get(server.http_url + "/api/stats") as r:
+            admin = {"Authorization": f"Bearer {server.mint_admin_token()}"}
+            async with http.get(server.http_url + "/api/stats", headers=admin) as r:
                 listed = [sid for sid, s in (await r.json())["sessions"].items() if s["kind"] == "whep"]
             assert listed == [public_id(resource_id(viewer))]
             victim = server.whep_url("v") + "/" + listed[0]
@@ -55,7 +56,7 @@ async def test_others_cannot_end_pause_or_take_over_a_viewer(server):
             publisher_by_stats = server.whip_url("v") + "/" + public_id(resource_id(publisher))
             async with http.delete(publisher_by_stats, headers=publish_token) as r:
                 assert r.status == 404  # a publish token for the stream is not the session
-            async with http.get(server.http_url + "/metrics") as r:
+            async with http.get(server.http_url + "/metrics", headers=admin) as r:
                 rejected = await r.text()
         assert 'sfu_http_rejected_total{reason="not_found"} 4.0' in rejected
         before = viewer.stats["video"]["frames"]

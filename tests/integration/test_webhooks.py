@@ -129,6 +129,14 @@ async def test_sessions_closed_by_a_shutdown_are_reported():
         await publisher.stop()
 
 
+async def test_drain_started_is_reported():
+    async with Receiver() as receiver, sfu.Server(_config(receiver.url)) as server:
+        assert server.begin_drain(30, reason="test")
+        await wait_until(lambda: "drain.started" in receiver.types(), 10, "drain.started")
+        (message,) = [m for m in receiver.delivered if m["type"] == "drain.started"]
+        assert message["data"] == {"stream": "", "reason": "test"}
+
+
 async def test_viewer_events_can_be_turned_off():
     async with Receiver() as receiver, sfu.Server(_config(receiver.url, webhook_viewer_events=False)) as server:
         publish = server.mint_token("big", publish=True)
