@@ -97,6 +97,7 @@ class InStream:
     keyframes: int
     padding: int
     rtx_packets: int
+    frames: int  # packets that advanced the highest RTP timestamp (video: frames)
     last_packet_at: float
     last_keyframe_at: float
     jitter: float

@@ -730,6 +730,7 @@ cdef class InStream:
     cdef public uint64_t first_seq
     cdef public uint64_t highest_ts          # extended
     cdef public uint64_t packets, bytes, keyframes, padding, rtx_packets, duplicates_hint
+    cdef public uint64_t frames              # packets that advanced the highest timestamp: frames sent
     cdef public double last_packet_at
     cdef public double last_keyframe_at
     cdef public double jitter                # RFC 3550 §6.4.1 interarrival jitter, timestamp units
@@ -1571,6 +1572,7 @@ cdef class Router:
             media.highest_seq = SEQ_BASE + v.seq
             media.first_seq = media.highest_seq
             media.highest_ts = TS_BASE + v.ts
+            media.frames = 1
             ext_seq = media.highest_seq
             ext_ts = media.highest_ts
         else:
@@ -1580,6 +1582,7 @@ cdef class Router:
                 media.highest_seq = ext_seq
             if ext_ts > <int64_t>media.highest_ts:
                 media.highest_ts = ext_ts
+                media.frames += 1            # a new, later RTP timestamp: a new frame (RFC 3550 §5.1)
         if _repair_receive(self, media, p, n, ext_seq, ext_ts) < 0:
             return   # a duplicate (counted in media.rlog): a packet reaches viewers exactly once
         media.packets += 1

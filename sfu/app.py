@@ -27,6 +27,7 @@ from .keys import KeySet
 from .io.interfaces import discover_addresses
 from .io.log_limits import install as install_log_guard
 from .io.udp import MediaPort, open_media_socket
+from .io import webhooks
 from .metrics import register_server_metrics
 
 log = logging.getLogger("sfu")
@@ -50,6 +51,7 @@ class Server:
         self.drain = Drain(self.config.drain_timeout)  # sfu/io/drain.py: SIGTERM, POST /admin/drain
         self._metrics_runner: web.AppRunner | None = None
         self.metrics_port: int | None = None  # with config.metrics_listen
+        self.webhooks: webhooks.WebhookSender | None = None
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -88,6 +90,9 @@ class Server:
             wall_clock=time.time,
         )
         self.media.start(self.manager)
+        self.webhooks = webhooks.from_config(config, self.registry)  # None without webhook_urls
+        if self.webhooks is not None:
+            self.webhooks.start(self.manager)
         register_server_metrics(self.registry, self)
         app = build_app(config, self.manager, self.registry, token_secret=self.token_secret,
                         ops=Ops(self.keys, self.drain))
@@ -133,6 +138,9 @@ class Server:
         if self.media is not None:
             self.media.stop()
             self.media = None
+        if self.webhooks is not None:
+            await self.webhooks.stop(self.manager)  # delivers the events of the sessions just closed
+            self.webhooks = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

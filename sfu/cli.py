@@ -115,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="also serve /metrics here without a credential (on the main port it needs an admin token)",
     )
+    serve.add_argument(
+        "--webhook-url", metavar="URL", action="append", dest="webhook_urls",
+        help="POST lifecycle events here, signed (Standard Webhooks; repeatable; needs --webhook-secret)",
+    )
+    serve.add_argument("--webhook-secret", metavar="S", help='webhook signing secret ("whsec_<base64>" or any text)')
+    serve.add_argument(
+        "--no-webhook-viewer-events", dest="webhook_viewer_events", action="store_false", default=None,
+        help="send no viewer.joined / viewer.left webhooks (big shows)",
+    )
     serve.set_defaults(func=_cmd_serve)
     SUBCOMMANDS["serve"] = serve
 
@@ -259,6 +268,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "metrics_listen": args.metrics_listen,
+        "webhook_urls": args.webhook_urls,
+        "webhook_secret": args.webhook_secret,
+        "webhook_viewer_events": args.webhook_viewer_events,
     }
     config = load_config(args.config, os.environ, overrides)
     secret, created = resolve_token_secret(config)

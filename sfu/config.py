@@ -74,6 +74,12 @@ class Config:
     tls_cert: str | None = None  # PEM certificate chain: serve HTTP over TLS (with tls_key)
     tls_key: str | None = None  # PEM private key of tls_cert
     metrics_listen: str | None = None  # "host:port": also serve /metrics there, without a credential
+    # webhooks (sfu/io/webhooks.py): POSTed to each URL, signed with the secret (Standard Webhooks)
+    webhook_urls: list[str] = field(default_factory=list)
+    webhook_secret: str | None = field(default=None, repr=False)  # "whsec_<base64>" or any text; kept out of logs
+    webhook_viewer_events: bool = True  # viewer.joined / viewer.left (off for big shows)
+    webhook_queue_size: int = 1000  # events waiting for delivery; beyond it new events are dropped (counted)
+    metrics_stream_labels: int = 0  # /metrics: per-stream gauges for this many most-watched streams (0 = none)
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -126,6 +132,14 @@ class Config:
             raise fail("public_url", "an http:// or https:// URL")
         if any(not ip or any(c.isspace() for c in ip) for ip in self.public_ips):
             raise fail("public_ips", "a list of non-empty addresses")
+        if any(not u.startswith(("http://", "https://")) for u in self.webhook_urls):
+            raise fail("webhook_urls", "a list of http:// or https:// URLs")
+        if self.webhook_urls and not self.webhook_secret:
+            raise ConfigError(f"{(origins or {}).get('webhook_urls', 'config')}: webhook_urls needs a webhook_secret")
+        if not 0 <= self.metrics_stream_labels <= 1000:
+            raise fail("metrics_stream_labels", "0 (none) .. 1000")
+        if self.webhook_queue_size < 1:
+            raise fail("webhook_queue_size", ">= 1")
         for i, server in enumerate(self.ice_servers):
             _check_ice_server(server, f"{(origins or {}).get('ice_servers', 'config')}: ice_servers[{i}]")
 

@@ -34,10 +34,12 @@ from ..wire import rtcp
 from ..wire.sdp import parse_sdpfrag
 from ..wire.stun import is_binding_request, peek_username
 from .certificate import CertificateStore
+from . import events as ev
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
 from .rtcp_legs import RtcpLegs
+from .quality import Quality
 from .simulcast import SimulcastControl
 from .stream import TWCC_URI, Layer, Stream, Track
 from .subscription import Subscription
@@ -117,6 +119,8 @@ class SessionManager:
         self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_listeners: list[Callable[[str], None]] = []
+        self.events = ev.EventOutbox()  # lifecycle events for the shell (webhooks): take_events()
+        self.quality = Quality(self)  # join times, loss, RTT, jitter, freezes (core/quality.py)
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.rtcp = RtcpLegs(self)  # RTCP from both legs, and our reports on them (core/rtcp_legs.py)
         self.on_wakeup: Callable[[], None] | None = None
@@ -171,6 +175,7 @@ class SessionManager:
         )
         st.set_publisher(session, answer.tracks)
         self._register(session, now)
+        self.events.emit(ev.StreamStarted(now, stream))
         for track in st.tracks:
             twcc = track.spec.extensions.get("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
             if twcc:
@@ -245,6 +250,8 @@ class SessionManager:
             )
         self.simulcast.add_viewer(session, options, now)  # raises BadRequest on a bad layer option
         st.viewers.add(session)
+        self.events.emit(ev.ViewerJoined(now, stream, session.handle))
+        self.quality.viewer_created(session, now)
         self.repair.on_viewer_created(session)
         self._register(session, now)
         self._attach_viewer(session)
@@ -342,6 +349,7 @@ class SessionManager:
                                 "rid": layer.rid,
                                 "ssrc": layer.ssrc,
                                 "packets": layer.stream.packets,
+                                "expected": layer.stream.expected,  # RFC 3550 A.3: loss = expected - packets
                                 "bytes": layer.stream.bytes,
                                 "keyframes": layer.stream.keyframes,
                                 "padding": layer.stream.padding,
@@ -349,6 +357,7 @@ class SessionManager:
                                 "keyframe_requests_suppressed": layer.keyframes.suppressed,
                                 "last_packet_age_s": round(now - layer.stream.last_packet_at, 3) if layer.stream.started else None,
                                 "repair": self.repair.layer_stats(layer),
+                                "loss": self.quality.layer_loss(layer),  # fraction, last report interval
                                 **self.simulcast.layer_stats(t, layer),
                             }
                             for layer in t.layers
@@ -372,6 +381,7 @@ class SessionManager:
                 "repair": [self.repair.subscription_stats(sub) for sub in s.subscriptions],
                 "drops": dict(s.peer.drops),
                 "video_layer": self.simulcast.stats_for(s),
+                "quality": self.quality.viewer_stats(s),
             }
             for s in self.sessions.values()
         }
@@ -480,6 +490,8 @@ class SessionManager:
                             self.repair.schedule_start(session, sub, now)
             elif isinstance(event, Connected):
                 self.counters["dtls-connected"] += 1
+                if session.kind == "whip":
+                    self.events.emit(ev.PublisherConnected(now, session.stream.name, session.handle))
                 if session.kind == "whep":
                     for sub in session.subscriptions:
                         if sub.layer is not None and sub.kind == "video":
@@ -595,6 +607,9 @@ class SessionManager:
         repair = self.repair.next_deadline()
         if repair is not None:
             deadline = min(deadline, repair)
+        joining = self.quality.next_deadline()
+        if joining is not None:
+            deadline = min(deadline, joining)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -613,6 +628,7 @@ class SessionManager:
             else:
                 heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
         self.repair.poll(now)  # NACKs towards publishers that are due
+        self.quality.poll(now)  # viewers' first media packet / keyframe sent
         self.media_poll()
         if now >= self._next_tick:
             self._next_tick = now + TICK_S
@@ -623,6 +639,7 @@ class SessionManager:
             self._next_report = now + REPORT_INTERVAL_S
             self.rtcp.send_reports(now)
             self.media_poll()
+            self.quality.report_tick(now)
             self._poll_gates(now)
             self.media_poll()
             self.repair.update_rates(now)
@@ -667,7 +684,9 @@ class SessionManager:
             del self.by_ufrag[session.peer.local_ufrag]
         st = session.stream
         if session.kind == "whip":
+            self.events.emit(ev.PublisherDisconnected(now, st.name, session.handle, reason))
             if st.clear_publisher(session):
+                self.events.emit(ev.StreamEnded(now, st.name))
                 for viewer in st.viewers:
                     for sub in viewer.subscriptions:
                         sub.detach()
@@ -676,10 +695,12 @@ class SessionManager:
             for sub in session.subscriptions:
                 sub.detach()
             st.viewers.discard(session)
+            self.events.emit(ev.ViewerLeft(now, st.name, session.handle, reason))
         if st.publisher is None and not st.viewers:
             self.streams.pop(st.name, None)
         self.simulcast.remove(session)
         self.repair.forget(session)
+        self.quality.forget(session)
         self.counters[f"closed-{session.kind}"] += 1
         log.info("%s session %s on %s closed: %s", session.kind, session.handle, st.name, reason,
                  extra={"stream": st.name, "session": session.handle})
@@ -727,6 +748,10 @@ class SessionManager:
     # ------------------------------------------------------------------------------------------
     # Outputs
     # ------------------------------------------------------------------------------------------
+
+    def take_events(self) -> list[ev.Event]:
+        """The lifecycle events since the last call, oldest first (`sfu.core.events`)."""
+        return self.events.take()
 
     def take_datagrams(self) -> list[tuple[bytes, tuple]]:
         out, self._out = self._out, []

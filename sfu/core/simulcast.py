@@ -505,4 +505,5 @@ class SimulcastControl:
         meter = self.meters.get(id(layer.stream))
         if meter is None:
             return {}
-        return {"bitrate_bps": int(meter.bitrate_bps), "width": meter.width, "height": meter.height}
+        return {"bitrate_bps": int(meter.bitrate_bps), "width": meter.width, "height": meter.height,
+                "fps": round(meter.fps, 1)}

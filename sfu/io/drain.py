@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ..core.events import DrainStarted
+
 log = logging.getLogger("sfu.drain")
 
 POLL_S = 0.2  # how often the session count is looked at while draining
@@ -58,6 +60,9 @@ class Drain:
         log.info("draining (%s): no new sessions; %d open, closing what is left in %.0f s",
                  reason, len(sessions.sessions), seconds)
         self._task = asyncio.get_running_loop().create_task(self._run(sessions))
+        events = getattr(sessions, "events", None)  # the session manager's outbox: a drain.started webhook
+        if events is not None:
+            events.emit(DrainStarted(self.clock(), "", reason))
         return True
 
     async def _run(self, sessions: Drainable) -> None:

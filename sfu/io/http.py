@@ -52,6 +52,7 @@ from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization
 from .admin import Ops, install as install_ops
 from .drain import Drain
 from .live_wait import LiveWaiters
+from .public_api import add_public_routes
 from ..core.session_api import Created, SessionApi
 
 log = logging.getLogger(__name__)
@@ -431,6 +432,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/stats", stats)
+    add_public_routes(app, api)  # /api/streams: public JSON for the pages (sfu/io/public_api.py)
     app.router.add_get("/", index)
     app.router.add_get("/static/{path:.+}", static)
     # Pages at the root too, so relative links from the index ("watch.html") resolve.

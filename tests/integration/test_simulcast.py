@@ -62,8 +62,9 @@ async def test_viewers_get_the_layer_they_ask_for() -> None:
                 assert sorted(layer["height"] for layer in layers) == [180, 360, 720]
                 async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics", headers=admin_header(server)) as resp:
                     text = await resp.text()
-                assert text.count("sfu_viewer_bandwidth_estimate_bps{") == 4
-                assert 'current="q"' in text and "sfu_viewer_layer_switches_total{" in text
+                # bounded cardinality: viewers by layer, never by session (tests/integration/test_quality_figures.py)
+                assert 'sfu_viewers{layer="q"} 1.0' in text and 'sfu_viewers{layer="h"} 2.0' in text
+                assert 'sfu_viewers{layer="f"} 1.0' in text and "session=" not in text
             finally:
                 for viewer in viewers:
                     await viewer.stop()
