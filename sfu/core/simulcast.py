@@ -478,7 +478,7 @@ class SimulcastControl:
         viewer.switch_started = now
         self.manager._want_keyframe(session.stream, target, now)
         self.manager.counters[f"layer-switch-{reason}"] += 1
-        log.debug("viewer %s: %s -> %s (%s)", session.id, current.rid if current else None, target.rid, reason)
+        log.debug("viewer %s: %s -> %s (%s)", session.handle, current.rid if current else None, target.rid, reason)
 
     # -- reporting -------------------------------------------------------------------------------
 
