@@ -104,7 +104,7 @@ def run(viewers: int, seconds: float, trace: bool) -> dict[str, float]:
         ep = _fastpath.Endpoint()
         subs = []
         for index, kind in ((0, "audio"), (1, "video")):
-            spec = SimpleNamespace(ssrc=10_000 + 2 * i + index, payload_type=96, extensions={}, transport_cc=True,
+            spec = SimpleNamespace(ssrc=10_000 + 2 * i + index, payload_type=96, extensions={}, transport_cc=True, remb=False,
                                    source_index=index)
             subs.append(Subscription(ep, spec, kind, 90000 if kind == "video" else 48000))  # type: ignore[arg-type]
         session = _Session(id=f"v{i}", closed=False, stream=stream, subscriptions=subs, rtcp_in=Counter(),
