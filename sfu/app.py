@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from . import tokens
-from .config import Config, resolve_token_secret
+from .config import Config, resolve_publish_keys_file, resolve_token_secret
 from .core.certificate import CertificateStore
 from .core.sessions import SessionManager
 from .io.admin import Ops
@@ -24,6 +24,7 @@ from .io.drain import Drain
 from .io.http import build_app
 from .io.tls import bind_error, metrics_app, server_ssl_context
 from .keys import KeySet
+from .publish_keys import PublishKeys
 from .io.interfaces import discover_addresses
 from .io.log_limits import install as install_log_guard
 from .io.udp import MediaPort, open_media_socket
@@ -48,6 +49,7 @@ class Server:
         self.token_secret: str | None = None
         self.advertised_addresses: list[str] = []
         self.keys: KeySet | None = None  # token signing keys and revocations (sfu/keys.py)
+        self.publish_keys: PublishKeys | None = None  # encoders' long-lived publish keys
         self.drain = Drain(self.config.drain_timeout)  # sfu/io/drain.py: SIGTERM, POST /admin/drain
         self._metrics_runner: web.AppRunner | None = None
         self.metrics_port: int | None = None  # with config.metrics_listen
@@ -68,6 +70,7 @@ class Server:
         if created:
             log.info("generated a token secret in %s", config.token_secret_file)
         self.keys = KeySet.from_config(self.token_secret, config.token_keys)
+        self.publish_keys = PublishKeys(resolve_publish_keys_file(config))  # encoders' keys (hashed)
         ssl_context = server_ssl_context(config.tls_cert, config.tls_key)  # ConfigError before any bind
         try:
             sock = open_media_socket(config.udp_host, config.udp_port, config.udp_ipv6)
@@ -95,7 +98,7 @@ class Server:
             self.webhooks.start(self.manager)
         register_server_metrics(self.registry, self)
         app = build_app(config, self.manager, self.registry, token_secret=self.token_secret,
-                        ops=Ops(self.keys, self.drain))
+                        ops=Ops(self.keys, self.drain, self.publish_keys))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         # a join storm opens hundreds of connections at once: aiohttp's default backlog (128)

@@ -25,6 +25,18 @@ from typing import Any
 
 ENV_PREFIX = "SFU_"
 DEFAULT_TOKEN_SECRET_FILE = "~/.local/state/sfu/token-secret"
+SYSTEM_STATE_DIR = Path("/var/lib/sfu")  # a service install's state (systemd StateDirectory=sfu)
+PUBLISH_KEYS_NAME = "publish-keys.json"
+
+
+def default_token_secret_file() -> Path:
+    """`/var/lib/sfu/token-secret` where that folder exists (a service install: the server and
+    every `sfu token`, whoever runs it, use the same secret), else the user's own
+    `~/.local/state/sfu/token-secret`."""
+    if SYSTEM_STATE_DIR.is_dir():
+        return SYSTEM_STATE_DIR / "token-secret"
+    return Path(DEFAULT_TOKEN_SECRET_FILE)
+
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash output
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -49,7 +61,10 @@ class Config:
     discover_interfaces: bool = True
     include_loopback: bool | None = None  # None = only when no other address exists
     token_secret: str | None = field(default=None, repr=False)  # kept out of logs
-    token_secret_file: Path = field(default_factory=lambda: Path(DEFAULT_TOKEN_SECRET_FILE))
+    token_secret_file: Path = field(default_factory=default_token_secret_file)
+    # encoders' long-lived publish keys (hashed); None: beside token_secret_file, or in memory
+    # when token_secret is given inline (sfu/publish_keys.py)
+    publish_keys_file: Path | None = None
     viewer_token_required: bool = False
     max_sessions: int = 0  # 0 = no limit
     max_viewers_per_stream: int = 0  # 0 = no limit
@@ -343,6 +358,16 @@ def resolve_token_secret(config: Config) -> tuple[str, bool]:
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
     return secret, True
+
+
+def resolve_publish_keys_file(config: Config) -> Path | None:
+    """Where publish keys are kept: `publish_keys_file`, else beside the token secret file when the
+    secret comes from that file; None (in memory, gone at restart) with an inline `token_secret`."""
+    if config.publish_keys_file is not None:
+        return config.publish_keys_file.expanduser()
+    if config.token_secret:
+        return None
+    return config.token_secret_file.expanduser().parent / PUBLISH_KEYS_NAME
 
 
 def _read_secret(file: Path) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ..errors import BadRequest, NotFound, Overloaded, SfuError
 from ..keys import ADMIN, KeySet
 from ..logging_setup import access_middleware
+from ..publish_keys import PublishKeys
 from ..tokens import parse_authorization
 from .drain import Drain
 
@@ -37,6 +39,7 @@ ADMIN_PATHS = ("/admin/", "/api/stats", "/metrics")
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 OPS_KEY: web.AppKey[Ops] = web.AppKey("sfu_ops")
+PUBLISH_KEY_PARTICIPANT = "key:"  # sessions created with publish key K have participant "key:K"
 
 
 class AdminApi(Protocol):
@@ -57,9 +60,10 @@ class Ops:
     """Shared by the HTTP app and the server: the key set, the drain state and which token id
     created each live session (secret session id -> jti)."""
 
-    def __init__(self, keys: KeySet, drain: Drain) -> None:
+    def __init__(self, keys: KeySet, drain: Drain, publish_keys: PublishKeys | None = None) -> None:
         self.keys = keys
         self.drain = drain
+        self.publish_keys = publish_keys if publish_keys is not None else PublishKeys()
         self.token_of_session: dict[str, str] = {}
 
     def forget_ended(self, live: dict[str, Any]) -> None:
@@ -197,6 +201,35 @@ def install(app: web.Application, ops: Ops, api: AdminApi, registry: CollectorRe
         audit(request, "end_session", session=handle, stream=session.stream.name)
         return web.json_response({"ended": handle})
 
+    async def list_publish_keys(request: web.Request) -> web.Response:
+        stream = request.query.get("stream")
+        return web.json_response({"publish_keys": [k.public() for k in ops.publish_keys.list(stream)]})
+
+    async def create_publish_key(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        stream, label = body.get("stream"), body.get("label", "")
+        if set(body) - {"stream", "label"} or not isinstance(stream, str) or not isinstance(label, str):
+            raise _refuse(BadRequest, 'expected {"stream": name, "label": text}', "bad_admin_request")
+        try:
+            key, entry = ops.publish_keys.create(stream, label, time.time())
+        except ValueError as e:
+            raise _refuse(BadRequest, str(e), "bad_admin_request") from None
+        audit(request, "create_publish_key", key_id=entry.id, stream=stream)
+        # the key itself is in this answer only: the server keeps its hash
+        return web.json_response({**entry.public(), "key": key}, status=201)
+
+    async def revoke_publish_key(request: web.Request) -> web.Response:
+        key_id = request.match_info["key"]
+        entry = ops.publish_keys.revoke(key_id)
+        if entry is None:
+            raise _refuse(NotFound, "no such publish key", "not_found")
+        participant = f"{PUBLISH_KEY_PARTICIPANT}{key_id}"
+        doomed = [s for s in list(api.sessions.values()) if s.participant == participant]
+        for session in doomed:
+            api.end_session(session, f"publish key revoked by admin {admin_of(request)}")
+        audit(request, "revoke_publish_key", key_id=key_id, stream=entry.stream, sessions=len(doomed))
+        return web.json_response({"revoked": key_id, "ended": [s.handle for s in doomed]})
+
     async def read_json(request: web.Request) -> dict[str, Any]:
         text = await request.text() if request.can_read_body else ""
         if len(text) > 4096:
@@ -253,6 +286,9 @@ def install(app: web.Application, ops: Ops, api: AdminApi, registry: CollectorRe
     app.router.add_post("/admin/revoke", revoke)
     app.router.add_get("/admin/revocations", revocations)
     app.router.add_post("/admin/drain", drain)
+    app.router.add_get("/admin/publish-keys", list_publish_keys)
+    app.router.add_post("/admin/publish-keys", create_publish_key)
+    app.router.add_delete("/admin/publish-keys/{key}", revoke_publish_key)
 
 
 __all__ = ["ADMIN_PATHS", "OPS_KEY", "AdminApi", "Ops", "install"]

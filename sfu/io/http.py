@@ -48,8 +48,9 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..keys import KeySet, Revoked
+from ..publish_keys import looks_like_key
 from ..tokens import PUBLISH, SUBSCRIBE, parse_authorization
-from .admin import Ops, install as install_ops
+from .admin import PUBLISH_KEY_PARTICIPANT, Ops, install as install_ops
 from .drain import Drain
 from .live_wait import LiveWaiters
 from .public_api import add_public_routes
@@ -223,6 +224,9 @@ def build_app(
         """The participant id from the token, or None where no token is needed and none is valid."""
         token = parse_authorization(request.headers.get("Authorization"))
         capability = PUBLISH if kind == "whip" else SUBSCRIBE
+        if kind == "whip" and looks_like_key(token):  # an encoder's long-lived publish key
+            assert token is not None
+            return PUBLISH_KEY_PARTICIPANT + ops.publish_keys.verify(token, stream).id
         if kind == "whip" or config.viewer_token_required:
             return keys.verify(token, stream, capability).sub
         if token is None:
