@@ -133,6 +133,8 @@ def _decode(key: bytes, token: str) -> tuple[str, str, frozenset[str], int, int]
         raise Unauthorized(f"malformed token: no {e.claim!r} claim") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("malformed token") from None
+    except UnicodeError:  # a header with non-UTF-8 bytes (aiohttp keeps them as surrogates): PyJWT encodes it
+        raise Unauthorized("malformed token") from None
 
     sub, pattern, caps, iat, exp = (claims.get(k) for k in ("sub", "stream", "caps", "iat", "exp"))
     if not (
