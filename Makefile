@@ -61,7 +61,7 @@ fuzz-short: build
 	$(PY) fuzz/run.py --seconds 2
 
 fuzz-long: build
-	nice -n 19 $(PY) fuzz/run.py --total 10000000 --json fuzz-long.json
+	nice -n 19 $(PY) fuzz/run.py --total 10000000 --jobs 2 --json fuzz-long.json
 
 clean:
 	rm -rf build *.egg-info sfu/_fastpath.c sfu/_fastpath*.so .stamp-system $(VENV)
