@@ -10,7 +10,8 @@ aimed at a bound SSRC; or raw bytes from an unknown address), injects a plaintex
 the Python-facing calls the control plane makes on network input (resend for a viewer's NACK,
 layer switch, cache replay, padding). Every run starts from a fresh Router and streams.
 Crash: a process crash, or any exception out of the Router (its documented outcome for bad input is
-a drop counter, never an exception); RTCP that the Router hands to Python is parsed as the server
+a drop counter, never an exception); a datagram sent to the viewer that does not decrypt under the
+viewer's key or is not a well-formed RTP packet (header, extensions, padding); RTCP that the Router hands to Python is parsed as the server
 does (`RtcpError` is the only allowed error there).
 Coverage: the C code is not instrumented; libFuzzer sees the harness's Python branches only.
 """
@@ -82,6 +83,7 @@ class Scene:
         self.viewer = fp.Endpoint()
         self.viewer.set_srtp(_ctx(), _ctx())
         self.router.set_path(self.viewer, ("127.0.0.1", 9))
+        self.viewer_rx = _ctx()  # the viewer's side: every datagram sent to it must decrypt and parse
         self.outs = []
         for i, (_ssrc, codec, pt, clock) in enumerate(STREAMS):
             if i == 1:
@@ -113,6 +115,16 @@ class Scene:
                 raise AssertionError("a loopback datagram did not arrive")
             self.handle(self.router.on_readable(self.now))
 
+    def sent(self) -> None:
+        """The viewer's datagrams: valid SRTP (a byte-identical resend is a replay) and valid RTP."""
+        for datagram in self.router.take_captured():
+            try:
+                plain = self.viewer_rx.unprotect(datagram)
+            except fp.SrtpError as exc:
+                assert exc.code == fp.SRTP_ERR_REPLAY, f"viewer datagram does not decrypt: {exc}"
+                continue
+            check_rtp(plain)
+
     def handle(self, slow: list | None) -> None:
         """What the Python side does with the Router's slow-path datagrams (the parsing part)."""
         for kind, _ep, data, _addr in slow or ():
@@ -126,6 +138,19 @@ class Scene:
                     gaps, _overflow = st.take_gaps()
                     for first, count in gaps[:4]:
                         st.missing(list(range(first, first + min(count, 64))))
+
+
+def check_rtp(plain: bytes) -> None:
+    """RFC 3550 §5.1 / RFC 8285 shape of a packet the Router sent: header, CSRCs, extension block
+    and padding inside the packet, padding count not zero."""
+    assert len(plain) >= 12 and plain[0] >> 6 == 2, plain.hex()
+    off = 12 + 4 * (plain[0] & 0x0F)
+    if plain[0] & 0x10:
+        assert off + 4 <= len(plain), plain.hex()
+        off += 4 + 4 * int.from_bytes(plain[off + 2 : off + 4], "big")
+    assert off <= len(plain), plain.hex()
+    if plain[0] & 0x20:
+        assert 0 < plain[-1] <= len(plain) - off, f"bad RTP padding count {plain[-1]}: {plain.hex()}"
 
 
 def _aim(packet: bytes, op: int) -> bytes:
@@ -188,8 +213,9 @@ def check(data: bytes) -> None:
                 out.request_rebase(bool(op & 0x80))
             else:
                 fp.add_padding(out, r.u16(), bool(op & 0x80))
-        s.router.take_captured()
+        s.sent()
     s.handle(s.router.on_readable(s.now))
+    s.sent()
 
 
 if __name__ == "__main__":

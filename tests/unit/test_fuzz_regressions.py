@@ -76,3 +76,27 @@ def test_token_with_non_utf8_bytes_is_unauthorized():
     header = b"Bearer eyJhbGciOiJIUzI1NiJ9.\xb3\xbb.x".decode("utf-8", "surrogateescape")
     with pytest.raises(Unauthorized):
         tokens.verify(b"k" * 32, tokens.parse_authorization(header), "s", tokens.PUBLISH, now=0)
+
+
+def test_vp8_picture_id_cut_short_leaves_the_padding_alone():
+    """fuzz_router's check (its viewer-side oracle): a VP8 descriptor whose 15-bit picture id ends
+    with the payload (then one byte of RTP padding), forwarded after a layer switch (a picture id
+    offset in force), had its second picture id byte written over the padding count: the viewer got
+    an RTP packet with a padding count of 97 in a 4-byte payload. Now a cut-short picture id is left
+    as it is (sfu/_layers.pxi vp8_picture_fields / vp9_picture_fields)."""
+    import struct
+
+    def chunk(b: bytes) -> bytes:
+        return struct.pack("!H", len(b)) + b
+
+    def key(seq: int, pic: int) -> bytes:  # VP8 key frame start, 7-bit picture id `pic`
+        return struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0) + bytes(
+            [0x90, 0x80, pic, 0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0x68, 0x01])
+
+    # X, I, then M set (15-bit picture id) and the payload ends: one byte of padding follows
+    cut = struct.pack("!BBHII", 0xA0, 96, 51, 51 * 3000, 0) + bytes([0x80, 0x80, 0x80, 0x01])
+    # fuzz_router program: inject into the low layer (pic 100), switch the viewer to the high
+    # layer, inject its key frame (pic 5: an offset of 96), then the cut-short packet
+    program = (bytes([4 | 8, 1]) + chunk(key(1, 100)) + bytes([6 | 0x10, 1])
+               + bytes([4 | 8 | 0x10, 1]) + chunk(key(50, 5)) + bytes([4 | 8 | 0x10, 1]) + chunk(cut))
+    _target("router").check(program)
