@@ -55,13 +55,13 @@ test: build lint fuzz-short
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Fuzzing (docs/security.md "Fuzzing"): a few seconds per target in `make test`, failing on a crash;
-# the long run shares 10 million executions among the targets, at low priority.
+# the long run shares 10 million executions among the targets (at most 1300 s each), at low priority.
 .PHONY: fuzz-short fuzz-long
 fuzz-short: build
 	$(PY) fuzz/run.py --seconds 2
 
 fuzz-long: build
-	nice -n 19 $(PY) fuzz/run.py --total 10000000 --jobs 2 --json fuzz-long.json
+	nice -n 19 $(PY) fuzz/run.py --total 10000000 --seconds 1300 --jobs 3 --json fuzz-long.json
 
 clean:
 	rm -rf build *.egg-info sfu/_fastpath.c sfu/_fastpath*.so .stamp-system $(VENV)

@@ -6,7 +6,8 @@
     python fuzz/run.py --runs 50000 stun rtcp    # some targets, a fixed number of executions each
 
 Each target starts from its seed corpus (fuzz/corpus/<target>/, read only) plus a scratch corpus
-(new inputs go there: --work keeps it, default a temporary directory). Per target it prints the
+(new inputs go there: --work keeps it and libFuzzer's log, <target>.log; default a temporary
+directory). Per target it prints the
 executions, exec/s, libFuzzer's final coverage (`cov`: edges, `ft`: features) and the corpus size;
 a crashing input is written to fuzz/crashes/<target>/ (replayed by tests/unit/test_fuzz_regressions.py)
 and the exit status is 1. `--json FILE` writes the same figures as JSON.
@@ -53,9 +54,12 @@ def run_one(name: str, args: argparse.Namespace, runs: int | None, work: str) ->
     if args.seconds is not None:
         cmd.append(f"-max_total_time={args.seconds}")
     started = time.monotonic()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    log = os.path.join(work, f"{name}.log")  # libFuzzer's progress lines, readable while it runs
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     wall = time.monotonic() - started
-    out = proc.stdout
+    with open(log, errors="replace") as f:
+        out = f.read()
     stat = dict(re.findall(r"^stat::(\w+):\s+(\d+)", out, re.M))
     status = re.findall(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/", out, re.M)
     execs = int(stat.get("number_of_executed_units", status[-1][0] if status else 0))
@@ -81,7 +85,8 @@ def run_one(name: str, args: argparse.Namespace, runs: int | None, work: str) ->
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("targets", nargs="*", help=f"default: all of {', '.join(targets())}")
-    ap.add_argument("--seconds", type=int, help="stop each target after this many seconds")
+    ap.add_argument("--seconds", type=int, help="stop each target after this many seconds (with --total or --runs:"
+                    " whichever comes first)")
     ap.add_argument("--runs", type=int, help="executions per target")
     ap.add_argument("--total", type=int, help="executions shared by the targets (WEIGHTS in this file)")
     ap.add_argument("--seed", type=int, default=1, help="libFuzzer seed (default 1: repeatable runs)")
