@@ -58,7 +58,7 @@ test: build lint fuzz-short
 # the long run shares 10 million executions among the targets (at most 1300 s each), at low priority.
 .PHONY: fuzz-short fuzz-long
 fuzz-short: build
-	$(PY) fuzz/run.py --seconds 2
+	$(PY) fuzz/run.py --seconds 2 --jobs 2
 
 fuzz-long: build
 	nice -n 19 $(PY) fuzz/run.py --total 10000000 --seconds 1300 --jobs 3 --json fuzz-long.json
