@@ -1,6 +1,7 @@
 # sfu: one-command set-up on Debian 12 / Ubuntu.
 #   make run    system packages (when root), venv, build, then `sfu serve` on its defaults
-#   make test   the same set-up, then the whole suite (unit, sim, integration, e2e with real clients)
+#   make test   the same set-up, then the whole suite (unit, sim, integration, e2e with real clients),
+#               after a short run of each fuzz target (fuzz-short; fuzz-long is the long run)
 #   make build  the set-up alone: .venv with `sfu` on its bin/
 
 PYTHON ?= python3
