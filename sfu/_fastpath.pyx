@@ -12,7 +12,8 @@ What drives it:
   `OutTrack` (rewrite SSRC / payload type / sequence number / timestamp / header-extension ids,
   stamp the transport-wide sequence number, protect), queueing datagrams for one `sendmmsg`.
   Everything else (STUN, DTLS, SRTCP, RTP with an SSRC nobody bound yet) is returned to Python as
-  a short list of `(kind, endpoint_or_None, data, addr)` tuples: rare traffic, cheap to hand over.
+  a short list of `(kind, endpoint_or_None, data, addr, local)` tuples (`local`: the index of the
+  local address it arrived on, see `read_local`): rare traffic, cheap to hand over.
 - `Router.inject(stream, packet, now)`: Python re-feeds a plaintext RTP packet (the first packet
   of an SSRC it has just bound) into the same fan-out.
 - Python changes state only when it decides something: binding SSRCs, attaching subscriptions,
@@ -24,10 +25,11 @@ Drops are counted by reason in `Router.drops` / per object counters; Python expo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
-from libc.errno cimport EINTR, EINVAL, EIO, ENOPROTOOPT, errno
+from libc.errno cimport EINTR, EINVAL, EIO, ENETUNREACH, ENOPROTOOPT, errno
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
+from os import strerror as os_strerror
 
 include "_srtp.pxi"
 
@@ -61,10 +63,13 @@ cdef extern from "<sys/socket.h>" nogil:
         int cmsg_level
         int cmsg_type
     unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)
+    cmsghdr *CMSG_NXTHDR(msghdr *msgh, cmsghdr *cmsg)
     size_t CMSG_SPACE(size_t length)
     size_t CMSG_LEN(size_t length)
     int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    ssize_t sendmsg(int sockfd, const msghdr *msg, int flags)
     int AF_INET
     int AF_INET6
     int MSG_DONTWAIT
@@ -107,7 +112,9 @@ DEF BATCH = 64                 # datagrams per recvmmsg call
 DEF SEND_BATCH = 256           # outgoing datagrams queued before a sendmmsg
 DEF GSO_MAX_SEGMENTS = 64      # UDP_MAX_SEGMENTS of older kernels
 DEF GSO_MAX_BYTES = 60000      # one GSO send stays below the 64 KiB UDP datagram limit
-DEF GSO_CTRL = 32              # bytes of control buffer per GSO message (CMSG_SPACE(2) is 24)
+DEF SEND_CTRL = 64             # control buffer per sent message: UDP_SEGMENT (CMSG_SPACE(2) = 24)
+                               # + IPV6_PKTINFO (CMSG_SPACE(20) = 40) or IP_PKTINFO (CMSG_SPACE(12) = 32)
+DEF PKTINFO_CTRL = 40          # control buffer per plain (non-GSO) message: the source address only
 DEF GSO_MAX_REFUSALS = 64      # refused GSO sends (each peer's path once) before GSO is off for all
 DEF SOL_UDP_ = 17
 DEF UDP_SEGMENT_ = 103         # linux/udp.h: segment size for a GSO send (Linux >= 4.18)
@@ -116,9 +123,15 @@ DEF OUT_CAPACITY = 1536        # per outgoing datagram buffer (room for SRTP tag
 DEF MAX_READ_PER_WAKEUP = 512  # fairness: return to the event loop after this many datagrams
 DEF MAX_FORWARD_PER_WAKEUP = 4096  # ... or once this many were forwarded (~5-20 ms of work)
 DEF MAX_SSRCS = 32             # incoming SSRCs bound per endpoint
-DEF RCTRL_WORDS = 4            # control buffer per received datagram, in 8-byte words (a timestamp)
+DEF RCTRL_WORDS = 14           # control buffer per received datagram, in 8-byte words: a timestamp
+                               # (32 bytes), IPV6_PKTINFO (40) and room for an IP_PKTINFO (32)
 DEF SOL_SOCKET_ = 1
 DEF SCM_TIMESTAMPNS_ = 35      # the kernel's receive time (SO_TIMESTAMPNS), CLOCK_REALTIME
+DEF IPPROTO_IP_ = 0
+DEF IP_PKTINFO_ = 8            # linux/in.h: in_pktinfo, the local address a datagram arrived on / leaves from
+DEF IPPROTO_IPV6_ = 41
+DEF IPV6_PKTINFO_ = 50         # linux/in6.h: in6_pktinfo, the same for IPv6 (and IPv4-mapped) datagrams
+DEF MAX_LOCALS = 32            # distinct local addresses remembered (index 0: unknown, the kernel picks)
 DEF ADDR_TABLE_MIN = 1024
 DEF SEQ_BASE = 4294967296          # 2**32: extended numbers start here so offsets never go negative
 DEF TS_BASE = 1099511627776         # 2**40
@@ -209,15 +222,103 @@ cdef inline int64_t unwrap32(uint64_t highest, uint32_t value) noexcept nogil:
     return <int64_t>highest + diff
 
 cdef inline int64_t kernel_rx_time_ns(msghdr *h) noexcept nogil:
-    """The kernel's receive time of a datagram read with SO_TIMESTAMPNS on (its first control
-    message, CLOCK_REALTIME ns), or -1 when it carries none."""
+    """The kernel's receive time of a datagram read with SO_TIMESTAMPNS on (CLOCK_REALTIME ns), or
+    -1 when it carries none. The kernel puts it first, before any IP_PKTINFO / IPV6_PKTINFO."""
     cdef cmsghdr *cm
     if h.msg_controllen < sizeof(cmsghdr):
         return -1
-    cm = <cmsghdr *>h.msg_control
-    if cm.cmsg_level != SOL_SOCKET_ or cm.cmsg_type != SCM_TIMESTAMPNS_:
-        return -1
-    return (<int64_t *>CMSG_DATA(cm))[0] * 1000000000 + (<int64_t *>CMSG_DATA(cm))[1]
+    cm = CMSG_FIRSTHDR(h)
+    while cm != NULL:
+        if cm.cmsg_level == SOL_SOCKET_ and cm.cmsg_type == SCM_TIMESTAMPNS_:
+            return (<int64_t *>CMSG_DATA(cm))[0] * 1000000000 + (<int64_t *>CMSG_DATA(cm))[1]
+        cm = CMSG_NXTHDR(h, cm)
+    return -1
+
+
+# ---------------------------------------------------------------------------------------------
+# Local addresses: a host with several addresses answers from the one each datagram arrived on
+# ---------------------------------------------------------------------------------------------
+#
+# With the socket bound to a wildcard address, the kernel picks the source of what we send from the
+# route to the peer, which on a host with several addresses (secondary IPs, loopback and Ethernet,
+# several NICs) need not be the address the peer sent to; ICE then drops our answers (RFC 8445
+# §7.2.5.2.1: a response must come from the address the request went to). So every received
+# datagram's destination address (IP_PKTINFO / IPV6_PKTINFO, RFC 3542 §6) is noted as a small index
+# into the Router's table of local addresses, and every datagram sent to a peer's path carries it
+# back as its source (the same control messages on send).
+
+cdef struct InPktinfo:          # struct in_pktinfo (linux/in.h)
+    int ifindex
+    uint32_t spec_dst           # the local address (for replies), network order
+    uint32_t addr               # the header's destination address
+
+cdef struct In6Pktinfo:         # struct in6_pktinfo (linux/ipv6.h)
+    uint8_t addr[16]
+    uint32_t ifindex
+
+cdef struct LocalAddr:
+    uint8_t ip[16]              # IPv4 as IPv4-mapped IPv6
+    uint32_t ifindex            # kept for IPv6 link-local addresses only (their scope), else 0
+
+
+cdef inline bint is_v4_mapped(const uint8_t *ip) noexcept nogil:
+    cdef int i
+    for i in range(10):
+        if ip[i]:
+            return False
+    return ip[10] == 0xFF and ip[11] == 0xFF
+
+
+cdef inline bint read_local(msghdr *h, LocalAddr *out) noexcept nogil:
+    """The destination address of a received datagram, from its IP_PKTINFO / IPV6_PKTINFO control
+    message (present when the socket has IP_PKTINFO / IPV6_RECVPKTINFO on); False when none."""
+    cdef cmsghdr *cm
+    cdef InPktinfo *p4
+    cdef In6Pktinfo *p6
+    if h.msg_controllen < sizeof(cmsghdr):
+        return False
+    cm = CMSG_FIRSTHDR(h)
+    while cm != NULL:
+        if cm.cmsg_level == IPPROTO_IPV6_ and cm.cmsg_type == IPV6_PKTINFO_:
+            p6 = <In6Pktinfo *>CMSG_DATA(cm)
+            memcpy(out.ip, p6.addr, 16)
+            # fe80::/10 is meaningful only with its interface
+            out.ifindex = p6.ifindex if (out.ip[0] == 0xFE and (out.ip[1] & 0xC0) == 0x80) else 0
+            return True
+        if cm.cmsg_level == IPPROTO_IP_ and cm.cmsg_type == IP_PKTINFO_:
+            p4 = <InPktinfo *>CMSG_DATA(cm)
+            memset(out.ip, 0, 10)
+            out.ip[10] = 0xFF
+            out.ip[11] = 0xFF
+            memcpy(&out.ip[12], &p4.spec_dst, 4)
+            out.ifindex = 0
+            return True
+        cm = CMSG_NXTHDR(h, cm)
+    return False
+
+
+cdef inline size_t write_pktinfo(uint8_t *buf, const LocalAddr *local, int family) noexcept nogil:
+    """Write the control message that makes the kernel send from `local` (IP_PKTINFO on an IPv4
+    socket, IPV6_PKTINFO on an IPv6 one, IPv4-mapped for IPv4 peers); returns the bytes used."""
+    cdef cmsghdr *cm = <cmsghdr *>buf
+    cdef InPktinfo *p4
+    cdef In6Pktinfo *p6
+    if family == AF_INET:
+        cm.cmsg_len = CMSG_LEN(sizeof(InPktinfo))
+        cm.cmsg_level = IPPROTO_IP_
+        cm.cmsg_type = IP_PKTINFO_
+        p4 = <InPktinfo *>CMSG_DATA(cm)
+        p4.ifindex = 0          # the route decides the interface; only the source is fixed
+        memcpy(&p4.spec_dst, &local.ip[12], 4)
+        p4.addr = 0
+        return CMSG_SPACE(sizeof(InPktinfo))
+    cm.cmsg_len = CMSG_LEN(sizeof(In6Pktinfo))
+    cm.cmsg_level = IPPROTO_IPV6_
+    cm.cmsg_type = IPV6_PKTINFO_
+    p6 = <In6Pktinfo *>CMSG_DATA(cm)
+    memcpy(p6.addr, local.ip, 16)
+    p6.ifindex = local.ifindex
+    return CMSG_SPACE(sizeof(In6Pktinfo))
 
 
 cdef struct RtpView:
@@ -420,6 +521,9 @@ cdef inline int sockaddr_key(const sockaddr_storage *sa, AddrKey *k) noexcept no
         return 0
     return -1
 
+cdef inline bint same_key(const AddrKey *a, const AddrKey *b) noexcept nogil:
+    return a.port == b.port and memcmp(a.ip, b.ip, 16) == 0
+
 cdef inline uint32_t key_hash(const AddrKey *k) noexcept nogil:
     cdef uint32_t h = 2166136261u
     cdef int i
@@ -493,6 +597,8 @@ cdef class Endpoint:
     cdef sockaddr_storage path
     cdef socklen_t path_len
     cdef bint has_path
+    cdef AddrKey path_key                     # `path` as an address-table key
+    cdef uint8_t path_local                   # Router local-address index media to `path` leaves from (0: any)
     cdef uint32_t ssrcs[MAX_SSRCS]
     cdef list streams                        # InStream per bound SSRC, same index as ssrcs
     cdef int nssrcs
@@ -624,6 +730,7 @@ cdef class InStream:
     cdef public uint64_t first_seq
     cdef public uint64_t highest_ts          # extended
     cdef public uint64_t packets, bytes, keyframes, padding, rtx_packets, duplicates_hint
+    cdef public uint64_t frames              # packets that advanced the highest timestamp: frames sent
     cdef public double last_packet_at
     cdef public double last_keyframe_at
     cdef public double jitter                # RFC 3550 §6.4.1 interarrival jitter, timestamp units
@@ -675,6 +782,19 @@ cdef class InStream:
             return None
         return (self.kfc.count, self.kfc.used,
                 self.last_packet_at - self.kfc.started_at if self.kfc.count else 0.0, bool(self.kfc.valid))
+
+    @property
+    def keyframe_cache_sizing(self):
+        """(bytes allocated, longest recent keyframe interval in s or None, age bound in s) of the
+        cache, or None when off (_repair.pxi: sized by the stream's own keyframe interval)."""
+        cdef int i
+        cdef double longest = 0.0
+        if self.kfc == NULL:
+            return None
+        for i in range(min(self.kfc.n_intervals, <int>KF_INTERVALS)):
+            longest = max(longest, self.kfc.intervals[i])
+        return (kfcache_footprint(self.kfc), longest if self.kfc.n_intervals else None,
+                kfcache_max_age(self.kfc))
 
     def take_gaps(self):
         """Gaps recorded since the last call: ([(first_missing_ext_seq, count), ...], overflowed)."""
@@ -933,10 +1053,21 @@ cdef class Router:
     cdef PyObject *sendto_ep[SEND_BATCH]     # the Endpoint of each queued datagram (borrowed: the
                                              # queue is flushed before any Python code runs, so a
                                              # peer's path cannot change within a flush)
+    cdef uint8_t slocal[SEND_BATCH]           # the local-address index each queued datagram leaves from
     cdef mmsghdr gmsgs[SEND_BATCH]
     cdef int gfirst[SEND_BATCH]
     cdef int gcount[SEND_BATCH]
-    cdef uint8_t *gctrl
+    cdef uint8_t *gctrl                       # SEND_CTRL bytes per message of gmsgs
+    cdef uint8_t *pctrl                       # PKTINFO_CTRL bytes per message of smsgs (_send_plain)
+    # local addresses (see read_local): index 0 means unknown; the received batch's, per datagram
+    cdef LocalAddr laddrs[MAX_LOCALS]
+    cdef int nlocals
+    cdef uint8_t rlocal[BATCH]
+    cdef public uint64_t locals_overflow      # datagrams to a local address beyond MAX_LOCALS (kernel picks)
+    cdef public uint64_t source_refused       # sends refused from a source address gone from the host
+    cdef AddrKey cur_key                      # note_arrival: the datagram Python handles now
+    cdef uint8_t cur_local
+    cdef bint cur_valid
     cdef public bint gso                     # coalesce equal-size datagrams to one address (UDP GSO)
     cdef public uint64_t gso_sends, gso_segments, gso_failures
     cdef uint64_t drops[N_DROPS]
@@ -951,18 +1082,21 @@ cdef class Router:
     def __cinit__(self):
         self.rbuf = <uint8_t *>calloc(BATCH, MAX_DGRAM)
         self.sbuf = <uint8_t *>calloc(SEND_BATCH, OUT_CAPACITY)
-        self.gctrl = <uint8_t *>calloc(SEND_BATCH, GSO_CTRL)
+        self.gctrl = <uint8_t *>calloc(SEND_BATCH, SEND_CTRL)
+        self.pctrl = <uint8_t *>calloc(SEND_BATCH, PKTINFO_CTRL)
+        self.nlocals = 1
         self.cap = ADDR_TABLE_MIN
         self.keys = <AddrKey *>calloc(self.cap, sizeof(AddrKey))
         self.values = <PyObject **>calloc(self.cap, sizeof(PyObject *))
-        if (self.rbuf == NULL or self.sbuf == NULL or self.gctrl == NULL or self.keys == NULL
-                or self.values == NULL):
+        if (self.rbuf == NULL or self.sbuf == NULL or self.gctrl == NULL or self.pctrl == NULL
+                or self.keys == NULL or self.values == NULL):
             raise MemoryError()
 
     def __dealloc__(self):
         free(self.rbuf)
         free(self.sbuf)
         free(self.gctrl)
+        free(self.pctrl)
         free(self.keys)
         free(self.values)
 
@@ -1084,12 +1218,116 @@ cdef class Router:
         return self.count
 
     def set_path(self, Endpoint ep, object addr):
-        """Send `ep`'s media to `addr` from now on (ICE nominated it, or consent moved it)."""
+        """Send `ep`'s media to `addr` from now on (ICE nominated it, or consent moved it).
+
+        Its source address: that of the datagram being handled (`note_arrival`) when it came from
+        `addr`, else the one already known for `addr`; then the local address of every DTLS, SRTP
+        or SRTCP datagram from `addr` (the pair the peer uses; STUN checks of other pairs do not
+        move it)."""
+        cdef AddrKey k
         if addr is None:
             ep.has_path = False
+            ep.path_local = 0
             return
         tuple_to_sockaddr(addr, self.family, &ep.path, &ep.path_len)
+        sockaddr_key(&ep.path, &k)
+        if self.cur_valid and same_key(&k, &self.cur_key):
+            ep.path_local = self.cur_local
+        elif not (ep.has_path and same_key(&k, &ep.path_key)):
+            ep.path_local = 0
+        ep.path_key = k
         ep.has_path = True
+
+    # -- local addresses ------------------------------------------------------------------------
+
+    def note_arrival(self, object addr, int local):
+        """The datagram Python handles next came from `addr` to local address `local` (the index
+        `on_readable` handed out with it): a path set while handling it sends from there."""
+        if addr is None or not 0 <= local < self.nlocals:
+            self.cur_valid = False
+            return
+        self._key_from_tuple(addr, &self.cur_key)
+        self.cur_local = local
+        self.cur_valid = True
+
+    def local_address(self, int local):
+        """The address behind a local-address index ("10.0.0.5", "fe80::1%2"), None for 0/unknown."""
+        cdef char buf[64]
+        cdef LocalAddr *a
+        if not 0 < local < self.nlocals:
+            return None
+        a = &self.laddrs[local]
+        if is_v4_mapped(a.ip):
+            inet_ntop(AF_INET, &a.ip[12], buf, 64)
+            return buf.decode("ascii")
+        inet_ntop(AF_INET6, a.ip, buf, 64)
+        return buf.decode("ascii") + (f"%{a.ifindex}" if a.ifindex else "")
+
+    @property
+    def local_addresses(self) -> list:
+        """Every local address datagrams arrived on so far, by index (index 0: None)."""
+        return [self.local_address(i) for i in range(self.nlocals)]
+
+    def path_local(self, Endpoint ep):
+        """The local address `ep`'s media leaves from (None: not known, the kernel picks)."""
+        return self.local_address(ep.path_local) if ep.has_path else None
+
+    cdef uint8_t _local_index(self, msghdr *h) noexcept:
+        cdef LocalAddr a
+        cdef int i
+        if not read_local(h, &a):
+            return 0
+        for i in range(1, self.nlocals):
+            if memcmp(self.laddrs[i].ip, a.ip, 16) == 0 and self.laddrs[i].ifindex == a.ifindex:
+                return <uint8_t>i
+        if self.nlocals >= MAX_LOCALS:
+            self.locals_overflow += 1
+            return 0
+        self.laddrs[self.nlocals] = a
+        self.nlocals += 1
+        return <uint8_t>(self.nlocals - 1)
+
+    def sendto(self, bytes data, object addr, int local=-1):
+        """Send one datagram Python built (STUN, DTLS, RTCP) from local address `local`: the index
+        of the datagram it answers, or -1 for "the path's" (that of the endpoint whose path `addr`
+        is; the kernel picks when none). Raises OSError as socket.sendto does."""
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef AddrKey k
+        cdef int idx, rc, err
+        cdef Endpoint ep
+        cdef msghdr h
+        cdef iovec iov
+        cdef uint64_t ctrl[5]                   # PKTINFO_CTRL bytes, 8-byte aligned
+        tuple_to_sockaddr(addr, self.family, &sa, &salen)
+        if local < 0:
+            local = 0
+            sockaddr_key(&sa, &k)
+            idx = self._find(&k)
+            if idx >= 0:
+                ep = <Endpoint>self.values[idx]
+                if ep.has_path and same_key(&k, &ep.path_key):
+                    local = ep.path_local
+        memset(&h, 0, sizeof(h))
+        iov.iov_base = PyBytes_AS_STRING(data)
+        iov.iov_len = PyBytes_GET_SIZE(data)
+        h.msg_name = &sa
+        h.msg_namelen = salen
+        h.msg_iov = &iov
+        h.msg_iovlen = 1
+        if 0 < local < self.nlocals:
+            h.msg_control = ctrl
+            h.msg_controllen = write_pktinfo(<uint8_t *>ctrl, &self.laddrs[local], self.family)
+        rc = sendmsg(self.fd, &h, 0)
+        if rc < 0 and (errno == EINVAL or errno == ENETUNREACH) and h.msg_control != NULL:
+            # the address left the host: retried without it
+            self.source_refused += 1
+            h.msg_control = NULL
+            h.msg_controllen = 0
+            rc = sendmsg(self.fd, &h, 0)
+        if rc < 0:
+            err = errno
+            raise OSError(err, os_strerror(err))
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -1135,6 +1373,7 @@ cdef class Router:
         cdef int idx
         cdef Endpoint ep
         cdef uint8_t *p
+        cdef uint8_t lidx
         cdef uint64_t forwarded_before = self.forwarded
         self.now = now
         self.wakeups += 1
@@ -1161,6 +1400,7 @@ cdef class Router:
                     self.drops[D_UNKNOWN_FIRST_BYTE] += 1
                     continue
                 b0 = p[0]
+                lidx = self._local_index(&self.rmsgs[i].msg_hdr)
                 ep = None
                 if sockaddr_key(&self.raddrs[i], &k) == 0:
                     idx = self._find(&k)
@@ -1171,19 +1411,23 @@ cdef class Router:
                     if slow is None:
                         slow = []
                     slow.append((KIND_STUN, ep, PyBytes_FromStringAndSize(<char *>p, n),
-                                 addr_to_tuple(&self.raddrs[i], self.family)))
+                                 addr_to_tuple(&self.raddrs[i], self.family), lidx))
                 elif 20 <= b0 <= 63:
                     if ep is None:
                         self.drops[D_UNKNOWN_ADDRESS] += 1
                         continue
+                    if lidx and ep.has_path and same_key(&k, &ep.path_key):
+                        ep.path_local = lidx
                     if slow is None:
                         slow = []
                     slow.append((KIND_DTLS, ep, PyBytes_FromStringAndSize(<char *>p, n),
-                                 addr_to_tuple(&self.raddrs[i], self.family)))
+                                 addr_to_tuple(&self.raddrs[i], self.family), lidx))
                 elif 128 <= b0 <= 191:
                     if ep is None:
                         self.drops[D_UNKNOWN_ADDRESS] += 1
                         continue
+                    if lidx and ep.has_path and same_key(&k, &ep.path_key):
+                        ep.path_local = lidx   # the pair the peer sends media on
                     if ep.rx is None:
                         self.drops[D_NOT_READY] += 1
                         continue
@@ -1200,7 +1444,7 @@ cdef class Router:
                         ep.rtcp_in += 1
                         if slow is None:
                             slow = []
-                        slow.append((KIND_RTCP, ep, PyBytes_FromStringAndSize(<char *>p, n), None))
+                        slow.append((KIND_RTCP, ep, PyBytes_FromStringAndSize(<char *>p, n), None, 0))
                     else:
                         slow = self._receive_rtp(ep, p, n, slow)
                 else:
@@ -1213,7 +1457,7 @@ cdef class Router:
         if self.loss_events:
             if slow is None:
                 slow = []
-            slow.append((KIND_LOSS, None, b"", None))
+            slow.append((KIND_LOSS, None, b"", None, 0))
         return slow
 
     cdef void _note_queue_delay(self) noexcept:
@@ -1267,7 +1511,7 @@ cdef class Router:
             ep.unbound_packets += 1
             if slow is None:
                 slow = []
-            slow.append((KIND_RTP_UNBOUND, ep, PyBytes_FromStringAndSize(<char *>p, m), None))
+            slow.append((KIND_RTP_UNBOUND, ep, PyBytes_FromStringAndSize(<char *>p, m), None, 0))
             return slow
         self._process(st, p, m, &v)
         return slow
@@ -1328,6 +1572,7 @@ cdef class Router:
             media.highest_seq = SEQ_BASE + v.seq
             media.first_seq = media.highest_seq
             media.highest_ts = TS_BASE + v.ts
+            media.frames = 1
             ext_seq = media.highest_seq
             ext_ts = media.highest_ts
         else:
@@ -1337,6 +1582,7 @@ cdef class Router:
                 media.highest_seq = ext_seq
             if ext_ts > <int64_t>media.highest_ts:
                 media.highest_ts = ext_ts
+                media.frames += 1            # a new, later RTP timestamp: a new frame (RFC 3550 §5.1)
         if _repair_receive(self, media, p, n, ext_seq, ext_ts) < 0:
             return   # a duplicate (counted in media.rlog): a packet reaches viewers exactly once
         media.packets += 1
@@ -1574,6 +1820,7 @@ cdef class Router:
             o.keyframes_forwarded += 1
         self.siov[self.npending].iov_len = out_len
         memcpy(&self.saddrs[self.npending], &ep.path, ep.path_len)
+        self.slocal[self.npending] = ep.path_local
         self.sendto_ep[self.npending] = <PyObject *>ep
         self.smsgs[self.npending].msg_hdr.msg_namelen = ep.path_len
         self.npending += 1
@@ -1597,9 +1844,10 @@ cdef class Router:
         refusal is counted and that peer gets no GSO from then on; after GSO_MAX_REFUSALS
         refusals GSO is off for everyone."""
         cdef int sent, start = 0, rc, ng = 0, i, j, seg, namelen
-        cdef size_t total
+        cdef size_t total, used
         cdef msghdr *h
         cdef cmsghdr *cm
+        cdef uint8_t *ctl
         cdef int err
         if self.captured is not None:
             for sent in range(self.npending):
@@ -1627,17 +1875,19 @@ cdef class Router:
             h.msg_namelen = namelen
             h.msg_iov = &self.siov[i]
             h.msg_iovlen = j - i
+            ctl = self.gctrl + ng * SEND_CTRL
+            used = 0
             if j - i > 1:
-                cm = <cmsghdr *>(self.gctrl + ng * GSO_CTRL)
+                cm = <cmsghdr *>ctl
                 cm.cmsg_len = CMSG_LEN(sizeof(uint16_t))
                 cm.cmsg_level = SOL_UDP_
                 cm.cmsg_type = UDP_SEGMENT_
                 (<uint16_t *>CMSG_DATA(cm))[0] = <uint16_t>seg
-                h.msg_control = cm
-                h.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
-            else:
-                h.msg_control = NULL
-                h.msg_controllen = 0
+                used = CMSG_SPACE(sizeof(uint16_t))
+            if self.slocal[i]:   # one peer per run: one source address (see read_local)
+                used += write_pktinfo(ctl + used, &self.laddrs[self.slocal[i]], self.family)
+            h.msg_control = ctl if used else NULL
+            h.msg_controllen = used
             self.gfirst[ng] = i
             self.gcount[ng] = j - i
             ng += 1
@@ -1649,6 +1899,19 @@ cdef class Router:
                 err = errno
                 if err == EINTR:
                     continue
+                if (err == EINVAL or err == ENETUNREACH) and self.slocal[self.gfirst[start]]:
+                    # maybe not GSO but the source: an address gone from the host (IPv6: EINVAL,
+                    # IPv4: ENETUNREACH). Sent without it, that tells which.
+                    if self._send_without_source(&self.gmsgs[start].msg_hdr, self.gcount[start] > 1):
+                        self._source_refused(self.gfirst[start], start + 1, ng)
+                        self.bytes_out += self.gmsgs[start].msg_len
+                        self.datagrams_out += self.gcount[start]
+                        if self.gcount[start] > 1:
+                            self.gso_sends += 1
+                            self.gso_segments += self.gcount[start]
+                        start += 1
+                        continue
+                    err = errno
                 if self.gcount[start] > 1 and (err == EIO or err == EINVAL or err == ENOPROTOOPT):
                     # this path takes no GSO (its MTU, no offload, an old kernel): plain from now
                     # on for this peer, for everyone after GSO_MAX_REFUSALS; the rest of this
@@ -1674,14 +1937,74 @@ cdef class Router:
         self.npending = 0
         return sent
 
+    cdef bint _send_without_source(self, msghdr *h, bint gso) noexcept:
+        """Send one queued message again without its IP_PKTINFO / IPV6_PKTINFO (keeping its
+        UDP_SEGMENT, written first); its length goes to the mmsghdr's msg_len. False (the message
+        as it was) when the kernel refuses this too."""
+        cdef void *control = h.msg_control
+        cdef size_t controllen = h.msg_controllen
+        cdef ssize_t rc
+        if gso:
+            h.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+        else:
+            h.msg_control = NULL
+            h.msg_controllen = 0
+        rc = sendmsg(self.fd, h, 0)
+        if rc < 0:
+            h.msg_control = control
+            h.msg_controllen = controllen
+            return False
+        (<mmsghdr *>h).msg_len = <unsigned int>rc
+        return True
+
+    cdef void _source_refused(self, int first, int gstart, int gend):
+        """The kernel refused to send queued datagram `first` from its source address but sent it
+        without (EINVAL for IPv6, ENETUNREACH for IPv4: the address is no longer the host's). Its
+        peer's traffic leaves from wherever the kernel picks from now on (until a datagram arrives
+        on another address); its queued datagrams lose the source address, in the per-datagram
+        messages and in GSO messages gstart..gend-1 (whose UDP_SEGMENT, written first, stays)."""
+        cdef PyObject *ep = self.sendto_ep[first]
+        cdef int i
+        (<Endpoint>ep).path_local = 0
+        self.source_refused += 1
+        for i in range(first, self.npending):
+            if self.sendto_ep[i] == ep:
+                self.slocal[i] = 0
+                self.smsgs[i].msg_hdr.msg_control = NULL
+                self.smsgs[i].msg_hdr.msg_controllen = 0
+        for i in range(gstart, gend):
+            if self.sendto_ep[self.gfirst[i]] == ep:
+                if self.gcount[i] > 1:
+                    self.gmsgs[i].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+                else:
+                    self.gmsgs[i].msg_hdr.msg_control = NULL
+                    self.gmsgs[i].msg_hdr.msg_controllen = 0
+
     cdef void _send_plain(self, int first, int count):
         """Send queued datagrams first..first+count-1 one per message (the GSO fallback)."""
         cdef int start = first, end = first + count, rc, i
+        cdef msghdr *h
+        for i in range(first, end):
+            h = &self.smsgs[i].msg_hdr
+            if self.slocal[i]:
+                h.msg_control = self.pctrl + i * PKTINFO_CTRL
+                h.msg_controllen = write_pktinfo(self.pctrl + i * PKTINFO_CTRL, &self.laddrs[self.slocal[i]],
+                                                 self.family)
+            else:
+                h.msg_control = NULL
+                h.msg_controllen = 0
         while start < end:
             rc = sendmmsg(self.fd, &self.smsgs[start], end - start, 0)
             self.send_calls += 1
             if rc < 0:
                 if errno == EINTR:
+                    continue
+                if ((errno == EINVAL or errno == ENETUNREACH) and self.slocal[start]
+                        and self._send_without_source(&self.smsgs[start].msg_hdr, False)):
+                    self._source_refused(start, 0, 0)
+                    self.bytes_out += self.smsgs[start].msg_len
+                    self.datagrams_out += 1
+                    start += 1
                     continue
                 self.drops[D_SEND_FAILED] += 1
                 start += 1

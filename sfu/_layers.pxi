@@ -376,6 +376,7 @@ cdef void emit_padding(Router r, OutTrack o, Endpoint ep, int64_t ext_seq) noexc
                 sendlog_record(ep.sendlog, tw_seq, r.now, out_len, SEND_FLAG_PADDING)
         r.siov[r.npending].iov_len = out_len
         memcpy(&r.saddrs[r.npending], &ep.path, ep.path_len)
+        r.slocal[r.npending] = ep.path_local
         r.sendto_ep[r.npending] = <PyObject *>ep
         r.smsgs[r.npending].msg_hdr.msg_namelen = ep.path_len
         r.npending += 1

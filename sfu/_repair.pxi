@@ -14,7 +14,9 @@
 # - KfCache (one per video InStream when the keyframe cache is on): the plaintext packets since
 #   the last keyframe start, bounded in packets, bytes and age. `Router.replay_cache` replays it
 #   through one subscription's rewrite so a new viewer starts at once, even from a publisher that
-#   ignores PLI.
+#   ignores PLI. Sized by the stream's own keyframe interval: the arena grows (by half) as a
+#   group needs it, up to a per-layer budget, and shrinks when groups get small again; the age
+#   bound follows the observed interval (see KF_* below).
 #
 # Opus RED (RFC 2198) helpers are here too: the block headers carry payload types, which the
 # forwarder rewrites to the viewer's numbering (or it strips RED down to the primary block when
@@ -30,15 +32,31 @@ cdef enum:
     R_DUP = -1
     R_TOO_OLD = -2
 
+# Keyframe cache sizing. OBS setups often use a 4-5 s keyframe interval (some 10 s), and a viewer
+# can start only from a cached group that reaches back to its keyframe: the cache must hold one
+# whole group of pictures, whatever its length, but one stream must not take unbounded memory.
 cdef enum:
-    KF_MAX_PACKETS = 1024       # keyframe cache bound in packets (a 2 s GOP at ~5 Mbit/s)
-    KF_ARENA = 2097152          # keyframe cache bound in bytes (2 MiB)
+    KF_INITIAL_ARENA = 262144   # 256 KiB to start: a 2 s group at 1 Mbit/s; grows by half
+    KF_INITIAL_SLOTS = 256
+    # Per video layer (InStream): 8 MiB holds a 10 s group at 6.7 Mbit/s (OBS 1080p60 at 6 Mbit/s
+    # with a 10 s interval: 7.5 MB). A group that outgrows it is dropped (`overflows` counted):
+    # until the next keyframe start, new viewers wait for the publisher's keyframe as without a
+    # cache (they ask for one with a PLI; an OBS-like publisher sends its next one on schedule).
+    KF_BUDGET_BYTES = 8388608
+    KF_MAX_PACKETS = 8192       # 10 s at 6.5 Mbit/s in 1,250-byte packets; 32 B of slot each
+    KF_INTERVALS = 4            # keyframe intervals remembered for the age bound
 
-DEF KF_MAX_AGE = 3.0            # seconds: a GOP older than this is not replayed (stale, a burst)
+DEF KF_AGE_FLOOR = 3.0          # seconds: the age bound for short intervals (2 s GOPs and PLI-driven)
+DEF KF_AGE_FACTOR = 1.5         # a group may reach 1.5 x the longest recent interval (a late keyframe)
+DEF KF_AGE_CEILING = 15.0       # never replay an older group (a 10 s interval x 1.5); also the bound
+                                # while no interval has been seen yet (the first group of a stream)
 DEF KF_REPLAY_STEP_S = 0.001    # seconds of RTP time between replayed frames (compressed group)
-KF_MAX_AGE_S = KF_MAX_AGE
+KF_MAX_AGE_S = KF_AGE_CEILING
+KF_AGE_FLOOR_S = KF_AGE_FLOOR
+KF_AGE_FACTOR_X = KF_AGE_FACTOR
 KEYFRAME_CACHE_MAX_PACKETS = KF_MAX_PACKETS
-KEYFRAME_CACHE_MAX_BYTES = KF_ARENA
+KEYFRAME_CACHE_MAX_BYTES = KF_BUDGET_BYTES
+KEYFRAME_CACHE_INITIAL_BYTES = KF_INITIAL_ARENA
 KIND_LOSS = "loss"              # slow-path entry: some InStream recorded a gap (see take_loss_events)
 
 # Per-OutTrack retransmission counters (index into OutTrack.rcount). Keep in sync with RTX_COUNTERS.
@@ -158,25 +176,32 @@ cdef struct KfSlot:
 cdef struct KfCache:
     uint8_t *arena
     KfSlot *slots
+    uint32_t arena_size         # bytes allocated for the arena (KF_INITIAL_ARENA..KF_BUDGET_BYTES)
+    int slot_cap                # slots allocated (KF_INITIAL_SLOTS..KF_MAX_PACKETS)
     int count
     uint32_t used
     bint valid                  # a keyframe start is at slot 0 and nothing overflowed since
     int64_t key_ts              # extended timestamp of the cached keyframe
     double started_at
     uint64_t overflows
+    double intervals[KF_INTERVALS]  # the last keyframe intervals (seconds), a ring
+    int n_intervals
+    uint64_t groups             # keyframe starts seen
 
 
 cdef KfCache *kfcache_new() except NULL:
     cdef KfCache *c = <KfCache *>calloc(1, sizeof(KfCache))
     if c == NULL:
         raise MemoryError()
-    c.arena = <uint8_t *>malloc(KF_ARENA)
-    c.slots = <KfSlot *>calloc(KF_MAX_PACKETS, sizeof(KfSlot))
+    c.arena = <uint8_t *>malloc(KF_INITIAL_ARENA)
+    c.slots = <KfSlot *>calloc(KF_INITIAL_SLOTS, sizeof(KfSlot))
     if c.arena == NULL or c.slots == NULL:
         free(c.arena)
         free(c.slots)
         free(c)
         raise MemoryError()
+    c.arena_size = KF_INITIAL_ARENA
+    c.slot_cap = KF_INITIAL_SLOTS
     return c
 
 
@@ -187,18 +212,98 @@ cdef void kfcache_free(KfCache *c) noexcept nogil:
         free(c)
 
 
+cdef inline size_t kfcache_footprint(const KfCache *c) noexcept nogil:
+    """Bytes this cache holds allocated (arena + slot table + itself)."""
+    return c.arena_size + <size_t>c.slot_cap * sizeof(KfSlot) + sizeof(KfCache)
+
+
+cdef inline double kfcache_max_age(const KfCache *c) noexcept nogil:
+    """How old the cached group may get: KF_AGE_FACTOR x the longest of the last KF_INTERVALS
+    keyframe intervals, within [KF_AGE_FLOOR, KF_AGE_CEILING]; the ceiling until one is seen."""
+    cdef double longest = 0.0
+    cdef int i
+    if c.n_intervals == 0:
+        return KF_AGE_CEILING
+    for i in range(min(c.n_intervals, <int>KF_INTERVALS)):
+        if c.intervals[i] > longest:
+            longest = c.intervals[i]
+    longest *= KF_AGE_FACTOR
+    if longest < KF_AGE_FLOOR:
+        return KF_AGE_FLOOR
+    if longest > KF_AGE_CEILING:
+        return KF_AGE_CEILING
+    return longest
+
+
+cdef inline bint kfcache_fresh(const KfCache *c, double now) noexcept nogil:
+    return c.valid and c.count > 0 and now - c.started_at <= kfcache_max_age(c)
+
+
+cdef bint _kfcache_grow(KfCache *c, int packets, uint32_t bytes_needed) noexcept nogil:
+    """Room for `packets` slots and `bytes_needed` arena bytes within the budget (x 1.5 steps)."""
+    cdef uint32_t size = c.arena_size
+    cdef int cap = c.slot_cap
+    cdef void *p
+    if packets > KF_MAX_PACKETS or bytes_needed > KF_BUDGET_BYTES:
+        return False
+    while size < bytes_needed:
+        size += size // 2                     # x 1.5: less slack than doubling at 4-8 MiB
+    while cap < packets:
+        cap += cap // 2
+    if size > KF_BUDGET_BYTES:
+        size = KF_BUDGET_BYTES
+    if cap > KF_MAX_PACKETS:
+        cap = KF_MAX_PACKETS
+    if size != c.arena_size:
+        p = realloc(c.arena, size)
+        if p == NULL:
+            return False
+        c.arena = <uint8_t *>p
+        c.arena_size = size
+    if cap != c.slot_cap:
+        p = realloc(c.slots, <size_t>cap * sizeof(KfSlot))
+        if p == NULL:
+            return False
+        c.slots = <KfSlot *>p
+        c.slot_cap = cap
+    return True
+
+
+cdef void _kfcache_shrink(KfCache *c) noexcept nogil:
+    """At a new group: halve what the last group used less than a quarter of (the stream slowed
+    down or its interval shortened); never below the initial sizes."""
+    cdef void *p
+    if c.arena_size > KF_INITIAL_ARENA and c.used < c.arena_size // 4:
+        p = realloc(c.arena, c.arena_size // 2)
+        if p != NULL:
+            c.arena = <uint8_t *>p
+            c.arena_size //= 2
+    if c.slot_cap > KF_INITIAL_SLOTS and c.count < c.slot_cap // 4:
+        p = realloc(c.slots, <size_t>(c.slot_cap // 2) * sizeof(KfSlot))
+        if p != NULL:
+            c.slots = <KfSlot *>p
+            c.slot_cap //= 2
+
+
 cdef inline void kfcache_add(KfCache *c, const uint8_t *p, int n, int64_t ext_seq, int64_t ext_ts,
                              int key, double now) noexcept nogil:
     cdef KfSlot *s
     if key and not (c.valid and ext_ts == c.key_ts):
-        c.count = 0                           # a new keyframe: start a new group of pictures
+        if c.groups:                          # a new keyframe: the interval since the last one
+            c.intervals[c.n_intervals % KF_INTERVALS] = now - c.started_at
+            c.n_intervals += 1
+        c.groups += 1
+        _kfcache_shrink(c)
+        c.count = 0                           # start a new group of pictures
         c.used = 0
         c.valid = True
         c.key_ts = ext_ts
         c.started_at = now
     if not c.valid:
         return
-    if c.count >= KF_MAX_PACKETS or c.used + <uint32_t>n > KF_ARENA or now - c.started_at > KF_MAX_AGE:
+    if now - c.started_at > kfcache_max_age(c) or (
+            (c.count >= c.slot_cap or c.used + <uint32_t>n > c.arena_size)
+            and not _kfcache_grow(c, c.count + 1, c.used + <uint32_t>n)):
         c.valid = False                       # bounds reached: no replay until the next keyframe
         c.overflows += 1
         return
@@ -317,7 +422,7 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
     if not ep.has_path or ep.tx is None:
         return 0
     if o.lr.pending == <void *>st:
-        if c == NULL or not c.valid or c.count == 0 or now - c.started_at > KF_MAX_AGE:
+        if c == NULL or not kfcache_fresh(c, now):
             st.cache_misses += 1
             return 0
         layer_gate(&o.lr, <void *>st, 1)     # a pending layer switch happens here, as in _fan_out
@@ -328,7 +433,7 @@ cdef int _repair_replay(Router r, InStream st, OutTrack o, double now) except -1
         return 0
     if not o.need_keyframe:
         return 0
-    if c == NULL or not c.valid or c.count == 0 or now - c.started_at > KF_MAX_AGE:
+    if c == NULL or not kfcache_fresh(c, now):
         st.cache_misses += 1
         return 0
     r.now = now

@@ -558,6 +558,7 @@ cdef object _repair_resend(Router r, OutTrack o, object seqs, double now):
         o.rcount[X_BYTES] += out_len
         r.siov[r.npending].iov_len = out_len
         memcpy(&r.saddrs[r.npending], &ep.path, ep.path_len)
+        r.slocal[r.npending] = ep.path_local
         r.sendto_ep[r.npending] = <PyObject *>ep
         r.smsgs[r.npending].msg_hdr.msg_namelen = ep.path_len
         r.npending += 1

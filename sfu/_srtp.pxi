@@ -87,7 +87,15 @@ cdef enum:
     _SRTP_SRTCP_INDEX_LEN = 4    # E flag || 31-bit SRTCP index (RFC 3711 §3.4)
     _SRTP_SRTCP_INDEX_MASK = 0x7FFFFFFF
     _SRTP_SLOTS = 16             # per-SSRC state slots per table, least recently used replaced
-    _SRTP_WINDOW = 128           # replay window in packets (RFC 3711 §3.3.2 asks for >= 64)
+    # Replay window in packets. RFC 3711 §3.3.2 asks for >= 64 and libsrtp defaults to 128, but
+    # libwebrtc sets 1024 (srtp_session.cc: "tolerance for delays" of retransmissions) and so must
+    # we: a publisher's same-SSRC retransmission (OBS answers NACKs so) arrives an RTT or more
+    # after the original, i.e. hundreds of packets behind the highest index at a few Mbit/s, and a
+    # 128-packet window refused it as a replay before the received bitmap could fill the hole.
+    _SRTP_WINDOW = 1024
+    _SRTP_WINDOW_WORDS = 16      # _SRTP_WINDOW / 64
+
+SRTP_REPLAY_WINDOW = _SRTP_WINDOW
 
 _SRTP_REASONS = {
     -1: "short",
@@ -133,8 +141,10 @@ ctypedef struct _SrtpSsrcState:
     uint32_t used
     uint64_t tick            # last use, for least-recently-used replacement
     uint64_t highest
-    uint64_t window_lo       # replay bitmap: bit d set = index (highest - d) seen, d in 0..63
-    uint64_t window_hi       # d in 64..127
+    # replay bitmap (receive tables only, allocated when the slot is first claimed: 128 bytes per
+    # SSRC actually received), a ring over the last _SRTP_WINDOW indices: bit (i mod _SRTP_WINDOW)
+    # set = index i seen, for highest - _SRTP_WINDOW < i <= highest
+    uint64_t *window
 
 
 cdef inline uint32_t _srtp_load32(const unsigned char *p) noexcept nogil:
@@ -178,40 +188,42 @@ cdef inline uint64_t _srtp_estimate_index(uint64_t highest, uint32_t seq) noexce
     return ((v << 16) | seq) & 0xFFFFFFFFFFFFULL
 
 
+cdef inline uint64_t _srtp_bit(const _SrtpSsrcState *st, uint64_t index) noexcept nogil:
+    cdef uint32_t i = <uint32_t>(index & (_SRTP_WINDOW - 1))
+    return (st.window[i >> 6] >> (i & 63)) & 1
+
+
+cdef inline void _srtp_set_bit(_SrtpSsrcState *st, uint64_t index, bint on) noexcept nogil:
+    cdef uint32_t i = <uint32_t>(index & (_SRTP_WINDOW - 1))
+    if on:
+        st.window[i >> 6] |= (<uint64_t>1) << (i & 63)
+    else:
+        st.window[i >> 6] &= ~((<uint64_t>1) << (i & 63))
+
+
 cdef inline bint _srtp_replayed(const _SrtpSsrcState *st, int64_t delta) noexcept nogil:
     """RFC 3711 §3.3.2: is an index `delta` away from the highest one too old or already seen?"""
-    cdef int64_t d
     if delta > 0:
         return False
-    d = -delta
-    if d >= _SRTP_WINDOW:
+    if -delta >= _SRTP_WINDOW:
         return True
-    if d < 64:
-        return (st.window_lo >> d) & 1
-    return (st.window_hi >> (d - 64)) & 1
+    return _srtp_bit(st, st.highest + <uint64_t>delta) != 0
 
 
 cdef inline void _srtp_accept(_SrtpSsrcState *st, uint64_t index, int64_t delta) noexcept nogil:
     """Record an authenticated index in the replay window."""
-    cdef int64_t d
+    cdef uint64_t i
     if delta > 0:
-        if delta >= _SRTP_WINDOW:
-            st.window_lo = 0
-            st.window_hi = 0
-        elif delta >= 64:
-            st.window_hi = st.window_lo << (delta - 64)
-            st.window_lo = 0
+        # a new slot comes with delta 1 and highest 0: the true distance is index - highest
+        if index >= st.highest + _SRTP_WINDOW:
+            memset(st.window, 0, _SRTP_WINDOW_WORDS * sizeof(uint64_t))
         else:
-            st.window_hi = (st.window_hi << delta) | (st.window_lo >> (64 - delta))
-            st.window_lo = st.window_lo << delta
-        st.window_lo |= 1
+            i = st.highest + 1               # indices skipped over: not seen (yet)
+            while i < index:
+                _srtp_set_bit(st, i, False)
+                i += 1
         st.highest = index
-    else:
-        d = -delta
-        if d < 64:
-            st.window_lo |= (<uint64_t>1) << d
-        else:
-            st.window_hi |= (<uint64_t>1) << (d - 64)
+    _srtp_set_bit(st, index, True)
 
 
 cdef inline int _srtp_find(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil:
@@ -222,8 +234,9 @@ cdef inline int _srtp_find(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil:
     return -1
 
 
-cdef inline int _srtp_claim(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil:
-    """A slot for a new SSRC: a free one, else the least recently used (its state is lost)."""
+cdef inline int _srtp_claim(_SrtpSsrcState *table, uint32_t ssrc, bint rx) noexcept nogil:
+    """A slot for a new SSRC: a free one, else the least recently used (its state is lost).
+    `rx`: a receive table, whose slots need a replay window (-1 when it cannot be allocated)."""
     cdef int i
     cdef int victim = 0
     for i in range(_SRTP_SLOTS):
@@ -232,11 +245,15 @@ cdef inline int _srtp_claim(_SrtpSsrcState *table, uint32_t ssrc) noexcept nogil
             break
         if table[i].tick < table[victim].tick:
             victim = i
+    if rx:
+        if table[victim].window == NULL:
+            table[victim].window = <uint64_t *>malloc(_SRTP_WINDOW_WORDS * sizeof(uint64_t))
+            if table[victim].window == NULL:
+                return -1
+        memset(table[victim].window, 0, _SRTP_WINDOW_WORDS * sizeof(uint64_t))
     table[victim].used = 1
     table[victim].ssrc = ssrc
     table[victim].highest = 0
-    table[victim].window_lo = 0
-    table[victim].window_hi = 0
     return victim
 
 
@@ -342,6 +359,10 @@ cdef class SrtpContext:
         self._srtcp_index = 1    # libsrtp's first SRTCP index too
 
     def __dealloc__(self):
+        cdef int i
+        for i in range(_SRTP_SLOTS):
+            free(self._rx_rtp[i].window)
+            free(self._rx_rtcp[i].window)
         if self._rtp_cipher != NULL:
             EVP_CIPHER_CTX_free(self._rtp_cipher)
         if self._rtcp_cipher != NULL:
@@ -569,7 +590,9 @@ cdef class SrtpContext:
                 return _SRTP_CRYPTO
         # Authenticated: only now does the packet move the replay window (RFC 3711 §3.3.2)
         if slot < 0:
-            slot = _srtp_claim(self._rx_rtp, ssrc)
+            slot = _srtp_claim(self._rx_rtp, ssrc, True)
+            if slot < 0:
+                return _SRTP_CRYPTO      # no memory for its replay window
         _srtp_accept(&self._rx_rtp[slot], index, delta)
         self._tick += 1
         self._rx_rtp[slot].tick = self._tick
@@ -716,7 +739,9 @@ cdef class SrtpContext:
                                                 end - 8) != 1:
                     return _SRTP_CRYPTO
         if slot < 0:
-            slot = _srtp_claim(self._rx_rtcp, ssrc)
+            slot = _srtp_claim(self._rx_rtcp, ssrc, True)
+            if slot < 0:
+                return _SRTP_CRYPTO      # no memory for its replay window
             self._rx_rtcp[slot].highest = index
         _srtp_accept(&self._rx_rtcp[slot], index, delta)
         self._tick += 1
@@ -735,7 +760,7 @@ cdef class SrtpContext:
         if slot < 0:
             index = seq
             if commit:
-                slot = _srtp_claim(self._tx_rtp, ssrc)
+                slot = _srtp_claim(self._tx_rtp, ssrc, False)
                 self._tx_rtp[slot].highest = index
         else:
             index = _srtp_estimate_index(self._tx_rtp[slot].highest, seq)
@@ -884,5 +909,5 @@ cdef class SrtpContext:
         cdef int i
         cdef _SrtpSsrcState *table = &self._rx_rtcp[0] if rtcp else &self._rx_rtp[0]
         for i in range(_SRTP_SLOTS):
-            table[i].window_lo = 0
-            table[i].window_hi = 0
+            if table[i].window != NULL:
+                memset(table[i].window, 0, _SRTP_WINDOW_WORDS * sizeof(uint64_t))

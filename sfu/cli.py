@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
-from .config import LOG_LEVELS, Config, ConfigError, load_config, resolve_token_secret
+from .config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config, resolve_token_secret
+from .keys import KeySet, describe
 from .tokens import DEFAULT_TTL_S, mint, parse_ttl
 
 log = logging.getLogger("sfu")
@@ -41,12 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sfu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = sub.add_parser("serve", help="run the server", description="Run the server until SIGINT or SIGTERM.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server until SIGINT (stop at once) or SIGTERM (drain: no new sessions, the open "
+        "ones run on until they end or --drain-timeout passes, then exit 0; a second SIGTERM stops at once).",
+    )
     _add_config_flag(serve)
     serve.add_argument("--http-host", metavar="H", help="HTTP listen address (default 0.0.0.0)")
     serve.add_argument("--http-port", metavar="P", type=_port, help="HTTP port (default 8080; 0 = ephemeral)")
     serve.add_argument(
         "--udp-port", metavar="P", type=_port, help="the one UDP media port (default 8443; 0 = ephemeral)"
+    )
+    serve.add_argument(
+        "--udp-host",
+        metavar="H",
+        help="UDP media bind address (default 0.0.0.0: every address, IPv6 too unless udp_ipv6 = false; "
+        "each peer is answered from the address it sent to)",
     )
     serve.add_argument(
         "--public-ip",
@@ -86,7 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
         "layer until the wait is gone (default 30; 0 = off)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info)")
+    serve.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text lines, or one JSON object per line (default text)"
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        metavar="S",
+        type=float,
+        help="on SIGTERM, stop taking sessions and let the open ones run this long before closing them "
+        "(default 30; a second SIGTERM stops at once)",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve HTTPS (with --tls-key)")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="also serve /metrics here without a credential (on the main port it needs an admin token)",
+    )
+    serve.add_argument(
+        "--webhook-url", metavar="URL", action="append", dest="webhook_urls",
+        help="POST lifecycle events here, signed (Standard Webhooks; repeatable; needs --webhook-secret)",
+    )
+    serve.add_argument("--webhook-secret", metavar="S", help='webhook signing secret ("whsec_<base64>" or any text)')
+    serve.add_argument(
+        "--no-webhook-viewer-events", dest="webhook_viewer_events", action="store_false", default=None,
+        help="send no viewer.joined / viewer.left webhooks (big shows)",
+    )
     serve.set_defaults(func=_cmd_serve)
+    SUBCOMMANDS["serve"] = serve
 
     token = sub.add_parser(
         "token",
@@ -97,15 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--publish", action="store_true", help="allow publishing (WHIP)")
     token.add_argument("--subscribe", action="store_true", help="allow watching (WHEP)")
     token.add_argument(
+        "--admin", action="store_true", help='allow the admin API, /api/stats and /metrics (needs --stream "*")'
+    )
+    token.add_argument(
         "--ttl", metavar="DURATION", default="12h", help="lifetime: 3600, 30m, 12h, 14d at most (default 12h)"
     )
     token.add_argument("--participant", metavar="ID", help="participant id (default: random)")
     _add_config_flag(token)
-    token.add_argument("--secret", metavar="S", help="signing secret (default: as the server finds it)")
+    token.add_argument(
+        "--token-secret",
+        "--secret",
+        dest="secret",
+        metavar="S",
+        help="signing secret, as `sfu serve --token-secret` (default: as the server finds it)",
+    )
     token.set_defaults(func=_cmd_token)
+    SUBCOMMANDS["token"] = token
 
     _add_bench(sub)
     return parser
+
+
+SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}  # for an unknown flag: that subcommand's usage
 
 
 def _add_bench(sub: Any) -> None:
@@ -151,7 +203,9 @@ def _non_negative(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # say it with the subcommand's usage, not the top level's
+            SUBCOMMANDS.get(getattr(args, "command", ""), parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as e:  # --help, --version, or a usage error (already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
@@ -168,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    if not (args.publish or args.subscribe):
-        print("sfu token: error: give --publish, --subscribe or both", file=sys.stderr)
+    if not (args.publish or args.subscribe or args.admin):
+        print("sfu token: error: give --publish, --subscribe, --admin or a combination", file=sys.stderr)
         return 2
     try:
         ttl = parse_ttl(args.ttl)
@@ -181,11 +235,14 @@ def _cmd_token(args: argparse.Namespace) -> int:
     if created:
         print(f"sfu token: created a new token secret in {config.token_secret_file}", file=sys.stderr)
     try:
-        token = mint(secret, args.stream, args.publish, args.subscribe, ttl, participant=args.participant)
+        keys = KeySet.from_config(secret, config.token_keys)
+        token = keys.mint(args.stream, args.publish, args.subscribe, args.admin, ttl, participant=args.participant)
     except ValueError as e:
         print(f"sfu token: error: {e}", file=sys.stderr)
         return 2
     print(token)
+    sub, jti, kid = describe(token)  # what `POST /admin/revoke` takes to revoke it
+    print(f"sfu token: participant {sub}, token id {jti}, signing key {kid}", file=sys.stderr)
     return 0
 
 
@@ -197,6 +254,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "http_host": args.http_host,
         "http_port": args.http_port,
         "udp_port": args.udp_port,
+        "udp_host": args.udp_host,
         "public_ips": args.public_ips,
         "token_secret": args.token_secret,
         "viewer_token_required": args.viewer_token_required,
@@ -205,13 +263,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "udp_gso": args.udp_gso,
         "overload_queue_delay_ms": args.overload_queue_delay_ms,
         "log_level": args.log_level,
+        "log_format": args.log_format,
+        "drain_timeout": args.drain_timeout,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "metrics_listen": args.metrics_listen,
+        "webhook_urls": args.webhook_urls,
+        "webhook_secret": args.webhook_secret,
+        "webhook_viewer_events": args.webhook_viewer_events,
     }
     config = load_config(args.config, os.environ, overrides)
     secret, created = resolve_token_secret(config)
     config = dataclasses.replace(config, token_secret=secret)  # the server and the banner share it
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging(config.log_level, config.log_format)
     if created:
         log.info("created a new token secret in %s", config.token_secret_file)
     try:
@@ -220,7 +284,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"sfu serve: error: the server is not available: {e}", file=sys.stderr)
         return 1
     try:
-        return _run_event_loop(_serve(config, Server))
+        return _run_event_loop(_serve(config, Server, lambda: load_config(args.config, os.environ, overrides)))
     except OSError as e:  # typically a port already in use
         print(f"sfu serve: error: {e}", file=sys.stderr)
         return 1
@@ -248,23 +312,50 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-async def _serve(config: Config, server_cls: Any) -> int:
+async def _serve(config: Config, server_cls: Any, reload: Any = None) -> int:
+    """Run until SIGINT (stop now), a second SIGTERM (stop now) or the end of a drain: the first
+    SIGTERM, or `POST /admin/drain`, starts one (sfu/io/drain.py); exit 0 either way. SIGHUP reads
+    the configuration again (`reload()`) and takes its token keys (docs/admin.md "Key rotation")."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
+    started: list[Any] = []
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def on_sigterm() -> None:
+        drainable = started and hasattr(started[0], "begin_drain")
+        if drainable and started[0].begin_drain(reason="SIGTERM"):
+            log.info("SIGTERM: draining (a second SIGTERM stops at once)")
+        else:
+            stop.set()
+
+    def on_sighup() -> None:
+        keys = getattr(started[0], "keys", None) if started else None
+        if reload is None or keys is None:
+            return
+        try:
+            fresh = reload()
+            kids = keys.replace(KeySet.from_config(resolve_token_secret(fresh)[0], fresh.token_keys))
+        except (ConfigError, ValueError) as e:
+            log.error("SIGHUP: configuration not reloaded, token keys unchanged: %s", e)
+            return
+        log.info("SIGHUP: token keys now %s (the first signs)", ", ".join(kids))
+
+    for sig, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, on_sigterm), (signal.SIGHUP, on_sighup)):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' loop
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
     try:
         async with server_cls(config) as server:
+            started.append(server)
             print(banner(server, config), flush=True)
             _settle_garbage_collector()
             forever = asyncio.create_task(server.serve_forever())
             stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({forever, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (forever, stopping):
+            drain = getattr(server, "drain", None)  # an embedder's stand-in may have none
+            drained = asyncio.create_task(drain.done.wait() if drain is not None else asyncio.Event().wait())
+            await asyncio.wait({forever, stopping, drained}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (forever, stopping, drained):
                 task.cancel()
-            await asyncio.gather(forever, stopping, return_exceptions=True)
+            await asyncio.gather(forever, stopping, drained, return_exceptions=True)
             if forever.done() and not forever.cancelled() and forever.exception() is not None:
                 raise forever.exception()  # type: ignore[misc]
             log.info("stopping")
@@ -273,6 +364,12 @@ async def _serve(config: Config, server_cls: Any) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     return 0
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    from .logging_setup import configure  # noqa: PLC0415 - only `sfu serve` logs
+
+    configure(level, fmt)
 
 
 def banner(server: Any, config: Config) -> str:
@@ -284,7 +381,11 @@ def banner(server: Any, config: Config) -> str:
     else:
         bases = [f"{http.scheme}://{_host_for_url(addr)}:{port}" for addr in advertised_addresses(server, config)]
     secret = getattr(server, "token_secret", None) or config.token_secret or ""
-    token = mint(secret, "*", publish=True, subscribe=False, ttl_s=DEFAULT_TTL_S)
+    keys = getattr(server, "keys", None)
+    if keys is not None:
+        token = keys.mint("*", publish=True, ttl_s=DEFAULT_TTL_S)
+    else:
+        token = mint(secret, "*", publish=True, subscribe=False, ttl_s=DEFAULT_TTL_S)
     watch_page = (WEB_DIR / "watch.html").is_file()
     lines = [
         f"sfu {__version__}: HTTP on {server.http_url}, media on UDP port {server.udp_port}",
@@ -297,6 +398,9 @@ def banner(server: Any, config: Config) -> str:
         "Watch:",
         *(f"  WHEP:         {base}/whep/{OBS_STREAM}" for base in bases),
         *(f"  Page:         {base}/static/watch.html?stream={OBS_STREAM}" for base in bases[:1] if watch_page),
+        "",
+        "Operate (docs/admin.md): `sfu token --admin --stream '*' --ttl 1h` mints the token that",
+        "  /admin/..., /api/stats and /metrics need; SIGTERM drains, a second SIGTERM stops at once.",
     ]
     return "\n".join(lines)
 

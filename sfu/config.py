@@ -27,6 +27,7 @@ ENV_PREFIX = "SFU_"
 DEFAULT_TOKEN_SECRET_FILE = "~/.local/state/sfu/token-secret"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash output
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -41,7 +42,7 @@ class Config:
 
     http_host: str = "0.0.0.0"
     http_port: int = 8080
-    udp_host: str = "0.0.0.0"
+    udp_host: str = "0.0.0.0"  # media bind address; a wildcard answers each peer from the address it sent to
     udp_ipv6: bool = True  # also bind `::` (dual-stack) when the host has IPv6
     udp_port: int = 8443  # one UDP port for all media; 0 = ephemeral
     public_ips: list[str] = field(default_factory=list)  # advertised; empty = discover interfaces
@@ -57,7 +58,7 @@ class Config:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     cors_origin: str = "*"
     max_body_bytes: int = 65536
-    public_url: str | None = None  # base of absolute Location URLs; None = from the request's Host
+    public_url: str | None = None  # base of absolute Location URLs; None = from a valid Host (io/http.py)
     log_level: str = "info"
     cert_lifetime_days: int = 365
     keyframe_cache: bool = True  # start new viewers from each layer's last keyframe (off: wait for one)
@@ -65,6 +66,20 @@ class Config:
     # media waiting longer than this in the UDP socket (sustained) means the server cannot keep up:
     # it lowers the video layers it sends until the wait is gone (sfu/core/overload.py); 0 = off
     overload_queue_delay_ms: float = 30.0
+    # signing keys with ids, [{kid = "...", secret = "..."}], the first signs; token_secret stays
+    # a verifying key (kid "default") until removed (sfu/keys.py, docs/admin.md "Key rotation")
+    token_keys: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    drain_timeout: float = 30.0  # SIGTERM / POST /admin/drain: seconds sessions may run on (sfu/io/drain.py)
+    log_format: str = "text"  # "text" or "json" (one JSON object per line, sfu/logging_setup.py)
+    tls_cert: str | None = None  # PEM certificate chain: serve HTTP over TLS (with tls_key)
+    tls_key: str | None = None  # PEM private key of tls_cert
+    metrics_listen: str | None = None  # "host:port": also serve /metrics there, without a credential
+    # webhooks (sfu/io/webhooks.py): POSTed to each URL, signed with the secret (Standard Webhooks)
+    webhook_urls: list[str] = field(default_factory=list)
+    webhook_secret: str | None = field(default=None, repr=False)  # "whsec_<base64>" or any text; kept out of logs
+    webhook_viewer_events: bool = True  # viewer.joined / viewer.left (off for big shows)
+    webhook_queue_size: int = 1000  # events waiting for delivery; beyond it new events are dropped (counted)
+    metrics_stream_labels: int = 0  # /metrics: per-stream gauges for this many most-watched streams (0 = none)
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -112,12 +127,46 @@ class Config:
                 f"{where}: token_secret must be at least {MIN_SECRET_BYTES} bytes "
                 f"(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
+        _check_ops(self, fail, origins or {})
         if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
             raise fail("public_url", "an http:// or https:// URL")
         if any(not ip or any(c.isspace() for c in ip) for ip in self.public_ips):
             raise fail("public_ips", "a list of non-empty addresses")
+        if any(not u.startswith(("http://", "https://")) for u in self.webhook_urls):
+            raise fail("webhook_urls", "a list of http:// or https:// URLs")
+        if self.webhook_urls and not self.webhook_secret:
+            raise ConfigError(f"{(origins or {}).get('webhook_urls', 'config')}: webhook_urls needs a webhook_secret")
+        if not 0 <= self.metrics_stream_labels <= 1000:
+            raise fail("metrics_stream_labels", "0 (none) .. 1000")
+        if self.webhook_queue_size < 1:
+            raise fail("webhook_queue_size", ">= 1")
         for i, server in enumerate(self.ice_servers):
             _check_ice_server(server, f"{(origins or {}).get('ice_servers', 'config')}: ice_servers[{i}]")
+
+
+def _check_ops(config: Config, fail: Any, origins: Mapping[str, str]) -> None:
+    """token_keys, drain_timeout, log_format, tls_cert/tls_key and metrics_listen."""
+    where = origins.get("token_keys", "config")
+    kids = set()
+    for i, key in enumerate(config.token_keys):
+        kid, secret = key.get("kid"), key.get("secret")
+        if set(key) != {"kid", "secret"} or not isinstance(kid, str) or not isinstance(secret, str):
+            raise ConfigError(f"{where}: token_keys[{i}] must have exactly the string keys kid and secret")
+        if not kid or len(kid) > 64 or not all(c.isalnum() or c in "._-" for c in kid) or kid in kids:
+            raise ConfigError(f"{where}: token_keys[{i}]: kid must be 1-64 of A-Z a-z 0-9 . _ - and unique")
+        kids.add(kid)
+        if len(secret.encode()) < MIN_SECRET_BYTES:  # the value itself stays out of the message
+            raise ConfigError(f"{where}: token_keys[{i}] ({kid}): secret must be at least {MIN_SECRET_BYTES} bytes")
+    if not 0 <= config.drain_timeout <= 86400:
+        raise fail("drain_timeout", "0-86400 seconds")
+    if config.log_format not in LOG_FORMATS:
+        raise fail("log_format", f"one of {', '.join(LOG_FORMATS)}")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise fail("tls_cert", "given together with tls_key")
+    if config.metrics_listen is not None:
+        host, sep, port = config.metrics_listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise fail("metrics_listen", "HOST:PORT (e.g. 127.0.0.1:9100)")
 
 
 def _check_ice_server(server: Mapping[str, Any], where: str) -> None:

@@ -68,6 +68,13 @@ class UnsupportedMediaType(SfuError):
     status = 415
 
 
+class ClientGone(SfuError):
+    """The client closed the connection before its request was read: not an error of the server,
+    nobody is left to answer (499, as nginx names it, appears only in the response counters)."""
+
+    status = 499
+
+
 class Overloaded(SfuError):
     """A configured session limit is reached: carries Retry-After."""
 

@@ -6,8 +6,10 @@ collector turns them into samples when `/metrics` is scraped.
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 
 class ServerCollector:
@@ -38,6 +40,15 @@ class ServerCollector:
         gso.add_metric(["segments"], router.gso_segments)
         gso.add_metric(["refused"], router.gso_failures)
         yield gso
+        source = CounterMetricFamily(
+            "sfu_udp_source_address", "Source addresses on the media port (each peer answered from the address it "
+            "sent to): sends refused from an address gone from the host (resent from the kernel's choice), and "
+            "datagrams to a local address beyond the 32 the server tracks (answered from the kernel's choice)",
+            labels=["event"],
+        )
+        source.add_metric(["refused"], router.source_refused)
+        source.add_metric(["untracked"], router.locals_overflow)
+        yield source
         guard = manager.simulcast.overload
         delay = GaugeMetricFamily(
             "sfu_media_queue_delay_seconds",
@@ -90,27 +101,89 @@ class ServerCollector:
         yield from _viewer_layers(manager)
 
 
+LAYER_LABELS_MAX = 8  # distinct `layer` label values; rids beyond these are counted as "other"
+LAYER_LABEL = re.compile(r"[A-Za-z0-9_-]{1,16}")  # a rid kept as a label value; others are "other"
+
+
+def _layer_label(rid: str | None, seen: dict[str, None]) -> str:
+    if rid is None:
+        return "none"
+    if not LAYER_LABEL.fullmatch(rid):
+        return "other"
+    if rid not in seen and len(seen) >= LAYER_LABELS_MAX:
+        return "other"
+    seen[rid] = None
+    return rid
+
+
+def _histogram(name: str, doc: str, hist, labels: list[str] | None = None, label_values: list[str] | None = None):
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    family.add_metric(label_values or [], hist.cumulative(), sum_value=hist.sum)
+    return family
+
+
 def _viewer_layers(manager):
-    """Per viewer (WHEP session): simulcast layer, send-side estimate, switches (core/simulcast.py)."""
-    estimate = GaugeMetricFamily("sfu_viewer_bandwidth_estimate_bps", "Send-side bandwidth estimate towards each viewer",
-                                 labels=["stream", "session"])
-    layer = GaugeMetricFamily("sfu_viewer_layer", "Simulcast layer each viewer gets (1 per viewer; labels name it)",
-                              labels=["stream", "session", "current", "target"])
-    switches = CounterMetricFamily("sfu_viewer_layer_switches", "Simulcast layer switches done per viewer",
-                                   labels=["stream", "session"])
+    """Bounded cardinality (no per-session labels; a session's figures are in /api/stats): viewers by
+    the simulcast layer they get, inferred freezes, and the quality histograms (core/quality.py)."""
+    viewers = GaugeMetricFamily("sfu_viewers", "Viewers by the video layer they get (its rid; none: no rid, or no layer yet)",
+                                labels=["layer"])
+    counts: dict[str, int] = {}
+    seen: dict[str, None] = {}
     for session in list(manager.sessions.values()):
         if session.kind != "whep":
             continue
         state = manager.simulcast.stats_for(session)
-        if state is None:
-            continue
-        labels = [session.stream.name, session.id]
-        estimate.add_metric(labels, state["estimate_bps"])
-        layer.add_metric(labels + [str(state["current_layer"] or ""), str(state["target_layer"] or "")], 1)
-        switches.add_metric(labels, state["switches"])
-    yield estimate
-    yield layer
-    yield switches
+        label = _layer_label(state["current_layer"] if state else None, seen)
+        counts[label] = counts.get(label, 0) + 1
+    for label, n in sorted(counts.items()):
+        viewers.add_metric([label], n)
+    yield viewers
+    quality = manager.quality
+    freezes = CounterMetricFamily("sfu_viewer_freezes", "Video stalls the server inferred: a live stream's "
+                                  "video sent to a viewer stopped for a whole report interval")
+    freezes.add_metric([], quality.freezes)
+    yield freezes
+    yield _histogram("sfu_join_seconds", "WHEP session created (its POST) to its first media packet sent",
+                     quality.join_s)
+    yield _histogram("sfu_first_keyframe_seconds", "WHEP session created (its POST) to its first video "
+                     "keyframe sent", quality.first_keyframe_s)
+    rtt = HistogramMetricFamily("sfu_rtt_seconds", "Round-trip times measured, per leg, once a report interval",
+                                labels=["leg"])
+    loss = HistogramMetricFamily("sfu_loss_fraction", "Fraction of packets lost per report interval, per leg "
+                                 "(publisher: what the server expected; viewer: the viewer's receiver reports)",
+                                 labels=["leg"])
+    for leg in sorted(quality.rtt_s):
+        rtt.add_metric([leg], quality.rtt_s[leg].cumulative(), sum_value=quality.rtt_s[leg].sum)
+        loss.add_metric([leg], quality.loss[leg].cumulative(), sum_value=quality.loss[leg].sum)
+    yield rtt
+    yield loss
+    limit = getattr(manager.config, "metrics_stream_labels", 0)
+    if limit:
+        yield from _per_stream(manager, limit)
+
+
+def _per_stream(manager, limit: int):
+    """Optional per-stream gauges for the `limit` most watched live streams (config
+    metrics_stream_labels); the rest are summed under stream="other"."""
+    viewers = GaugeMetricFamily("sfu_stream_viewers", "Viewers per stream (the most watched; others summed)",
+                                labels=["stream"])
+    bitrate = GaugeMetricFamily("sfu_stream_publisher_bitrate_bps", "Publisher bitrate per stream, all layers "
+                                "(the most watched; others summed)", labels=["stream"])
+    streams = sorted((st for st in manager.streams.values() if st.live), key=lambda st: (-len(st.viewers), st.name))
+    other_v = other_b = 0.0
+    for i, st in enumerate(streams):
+        bps = sum(manager.simulcast.layer_stats(t, layer).get("bitrate_bps", 0) for t in st.tracks for layer in t.layers)
+        if i < limit:
+            viewers.add_metric([st.name], len(st.viewers))
+            bitrate.add_metric([st.name], bps)
+        else:
+            other_v += len(st.viewers)
+            other_b += bps
+    if len(streams) > limit:
+        viewers.add_metric(["other"], other_v)
+        bitrate.add_metric(["other"], other_b)
+    yield viewers
+    yield bitrate
 
 
 def register_server_metrics(registry: CollectorRegistry, server) -> None:

@@ -1,13 +1,14 @@
 """Participant tokens: HS256 JWTs signed with the server's secret, scoped to a stream and capabilities.
 
-Claims: `sub` (participant id), `stream` (a stream name or an fnmatch pattern such as "shop-*" or "*"),
-`caps` (a list of "publish" / "subscribe"), `iat`, `exp` (RFC 7519 §4.1, seconds since the epoch) and
+Claims: `sub` (participant id), `stream` (a stream name, or a pattern such as "shop-*" or "*" where
+`*` matches any run of characters and every other character only itself), `caps` (a list of
+"publish" / "subscribe"), `iat`, `exp`, optionally `nbf` (RFC 7519 §4.1, seconds since the epoch) and
 `iss` = "sfu". Time is a parameter (`now`): nothing here reads the clock unless `now` is None.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import math
 import re
 import secrets
 import time
@@ -21,18 +22,27 @@ ISSUER = "sfu"
 ALGORITHM = "HS256"
 PUBLISH = "publish"
 SUBSCRIBE = "subscribe"
-CAPABILITIES = (PUBLISH, SUBSCRIBE)
+ADMIN = "admin"  # the admin API, /api/stats, /metrics (sfu/keys.py mints it, for stream "*" only)
+CAPABILITIES = (PUBLISH, SUBSCRIBE, ADMIN)
 DEFAULT_TTL_S = 12 * 3600
 MAX_TTL_S = 14 * 86400  # a leaked token stays useful for two weeks at most
 CLOCK_SKEW_S = 60  # accept an `iat` this far in the future: tokens may be minted on another host
+# RFC 7519 §4.1.5 allows "some small leeway" for `nbf`: the issuer's clock may run ahead of ours by
+# as much as we already allow for `iat`, so a token valid "from now" works at once.
+NBF_LEEWAY_S = CLOCK_SKEW_S
 
-_STREAM_PATTERN = re.compile(r"[A-Za-z0-9._~\-*?\[\]!]{1,128}")
+_STREAM_PATTERN = re.compile(r"[A-Za-z0-9._~\-*]{1,128}")
+# RFC 7515 §7.1 compact serialization: three base64url parts. Anything else (a non-ASCII byte in the
+# header, say) is refused here rather than left to the JWT library, which raises on it.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]*")
+MAX_NUMERIC_DATE = 2**53  # larger `nbf` values cannot be held exactly as seconds (and overflow floats)
 _TTL = re.compile(r"\s*(\d+)\s*([smhd]?)\s*", re.IGNORECASE)
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 VERIFIED_CACHE_SIZE = 1024  # tokens whose signature and claims were checked (a join storm reuses a few)
-# (key, token) -> (sub, stream pattern, caps, iat, exp): only what depends on neither the time, the
-# stream nor the capability (those are checked on every call); cleared when full.
-_verified: dict[tuple[bytes, str], tuple[str, str, frozenset[str], int, int]] = {}
+# (key, token) -> (sub, stream pattern, caps, iat, exp, nbf): only what depends on neither the time,
+# the stream nor the capability (those are checked on every call); cleared when full.
+_Decoded = tuple[str, str, frozenset[str], int, int, "float | None"]
+_verified: dict[tuple[bytes, str], _Decoded] = {}
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ def mint(
     if not (publish or subscribe):
         raise ValueError("a token needs at least one capability (publish or subscribe)")
     if not _STREAM_PATTERN.fullmatch(stream):
-        raise ValueError(f"stream {stream!r} must be 1-128 of A-Z a-z 0-9 . _ ~ - and the wildcards * ? [ ] !")
+        raise ValueError(f"stream {stream!r} must be 1-128 of A-Z a-z 0-9 . _ ~ - and the wildcard *")
     if not 0 < ttl_s <= MAX_TTL_S:
         raise ValueError(f"token lifetime must be between 1 s and 14 d, got {ttl_s} s")
     iat = int(time.time() if now is None else now)
@@ -82,13 +92,15 @@ def mint(
 def verify(secret: str | bytes, token: str | None, stream: str, capability: str, now: float | None = None) -> Claims:
     """Check `token` for `capability` on `stream`.
 
-    Raises `Unauthorized` (missing, malformed, bad signature, wrong issuer, expired, lifetime over
-    14 d) or `Forbidden` (a valid token for another stream or without the capability).
+    Raises `Unauthorized` (missing, malformed, bad signature, wrong issuer, expired, not valid yet
+    (`nbf`), lifetime over 14 d) or `Forbidden` (a valid token for another stream or without the capability).
     """
     if capability not in CAPABILITIES:
         raise ValueError(f"unknown capability {capability!r}")
     if not token:
         raise Unauthorized("missing token")
+    if not _COMPACT_JWS.fullmatch(token):
+        raise Unauthorized("malformed token")
     cache_key = (_key(secret), token)
     known = _verified.get(cache_key)
     if known is None:
@@ -96,7 +108,7 @@ def verify(secret: str | bytes, token: str | None, stream: str, capability: str,
         if len(_verified) >= VERIFIED_CACHE_SIZE:
             _verified.clear()
         _verified[cache_key] = known
-    sub, pattern, caps, iat, exp = known
+    sub, pattern, caps, iat, exp, nbf = known
     t = time.time() if now is None else now
     if exp - iat > MAX_TTL_S:
         raise Unauthorized("token lifetime exceeds 14 days")
@@ -104,14 +116,35 @@ def verify(secret: str | bytes, token: str | None, stream: str, capability: str,
         raise Unauthorized("token issued in the future")
     if t >= exp:
         raise Unauthorized("token expired")
-    if not fnmatch.fnmatchcase(stream, pattern):
+    if nbf is not None and t + NBF_LEEWAY_S < nbf:  # RFC 7519 §4.1.5
+        raise Unauthorized("token not valid yet (nbf)")
+    if not stream_matches(pattern, stream):
         raise Forbidden(f"token does not allow stream {stream!r}")
     if capability not in caps:
         raise Forbidden(f"token does not allow {capability}")
     return Claims(sub=sub, stream=pattern, caps=caps, iat=iat, exp=exp)
 
 
-def _decode(key: bytes, token: str) -> tuple[str, str, frozenset[str], int, int]:
+def stream_matches(pattern: str, stream: str) -> bool:
+    """`*` in `pattern` matches any run of characters (none included); every other character,
+    `?` and `[` among them, matches only itself. Case-sensitive."""
+    return _pattern_regex(pattern).fullmatch(stream) is not None
+
+
+_PATTERN_CACHE_SIZE = 256
+_patterns: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    regex = _patterns.get(pattern)
+    if regex is None:
+        if len(_patterns) >= _PATTERN_CACHE_SIZE:
+            _patterns.clear()
+        regex = _patterns[pattern] = re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+    return regex
+
+
+def _decode(key: bytes, token: str) -> _Decoded:
     """Signature, algorithm, issuer and claim types of `token` (what does not depend on the time,
     the stream or the capability: cached by `verify`). Raises `Unauthorized`."""
     try:
@@ -136,7 +169,7 @@ def _decode(key: bytes, token: str) -> tuple[str, str, frozenset[str], int, int]
     except UnicodeError:  # a header with non-UTF-8 bytes (aiohttp keeps them as surrogates): PyJWT encodes it
         raise Unauthorized("malformed token") from None
 
-    sub, pattern, caps, iat, exp = (claims.get(k) for k in ("sub", "stream", "caps", "iat", "exp"))
+    sub, pattern, caps, iat, exp, nbf = (claims.get(k) for k in ("sub", "stream", "caps", "iat", "exp", "nbf"))
     if not (
         isinstance(sub, str)
         and isinstance(pattern, str)
@@ -144,10 +177,11 @@ def _decode(key: bytes, token: str) -> tuple[str, str, frozenset[str], int, int]
         and all(isinstance(c, str) for c in caps)
         and _is_int(iat)
         and _is_int(exp)
+        and (nbf is None or _is_number(nbf))
     ):
         raise Unauthorized("malformed token claims")
     assert isinstance(iat, int) and isinstance(exp, int)
-    return sub, pattern, frozenset(caps), iat, exp
+    return sub, pattern, frozenset(caps), iat, exp, None if nbf is None else float(nbf)  # type: ignore[arg-type]
 
 
 def parse_authorization(header: str | None) -> str | None:
@@ -174,6 +208,13 @@ def parse_ttl(text: str) -> int:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """A NumericDate (RFC 7519 §2): an integer or a finite non-integer number of seconds."""
+    if _is_int(value):
+        return abs(value) <= MAX_NUMERIC_DATE  # type: ignore[arg-type]
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _key(secret: str | bytes) -> bytes:

@@ -44,7 +44,7 @@ class SpawnedServer:
 
     async def stop(self) -> int | None:
         if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)  # stop at once (SIGTERM would drain, docs/admin.md)
             try:
                 await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
             except TimeoutError:

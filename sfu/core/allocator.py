@@ -2,7 +2,8 @@
 
 Inputs (with `now`): `on_feedback_summary(summary, now)` (one RTCP compound's transport-cc
 feedback, summarised by the fast path; `on_feedback(results, now)` with per-packet records in
-tests), fed to the viewer's `SendSideBwe`, `decide(now, options, audio_bps, sent_bps)` with the
+tests), fed to the viewer's `SendSideBwe`; for a viewer that negotiated REMB but not transport-cc,
+`on_remb(bps, now)` and `on_receiver_loss(fraction, now)` feed a `RembEstimate` instead; `decide(now, options, audio_bps, sent_bps)` with the
 track's layers ranked low to high (see `sfu/core/layers.py`). Output: a `Decision` (the target
 layer, or None for no video; padding bytes to send as a probe). Sans-IO.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .bwe import PacketResult, SendSideBwe, Summary
+from .remb import RembEstimate
 
 INITIAL_ESTIMATE_BPS = 2_500_000  # optimistic start: a bad link is corrected within ~1-2 s
 DOWNGRADE_CONFIRM_S = 0.25  # the current layer must not fit for this long (estimate noise)
@@ -206,8 +208,9 @@ class ViewerRateControl:
     Drive with `on_feedback_summary` for every viewer feedback and `decide` every tick; act
     on the returned `Decision` (switch layer, add padding)."""
 
-    def __init__(self, now: float, initial_bps: float = INITIAL_ESTIMATE_BPS) -> None:
-        self.bwe = SendSideBwe(initial_bps, now)
+    def __init__(self, now: float, initial_bps: float = INITIAL_ESTIMATE_BPS, remb_only: bool = False) -> None:
+        # a viewer without transport-wide feedback: its REMB and receiver-report loss (sfu/core/remb.py)
+        self.bwe: SendSideBwe | RembEstimate = RembEstimate(initial_bps, now) if remb_only else SendSideBwe(initial_bps, now)
         self.allocator = VideoAllocator()
         self.probe_until: float | None = None
         self.probe_grace_until = 0.0
@@ -232,6 +235,18 @@ class ViewerRateControl:
     def on_feedback_summary(self, summary: Summary, now: float) -> None:
         self.feedback_packets += summary.feedbacks
         self.bwe.on_feedback_summary(summary, now)
+
+    def on_remb(self, bps: float, now: float) -> None:
+        """A REMB from a viewer without transport-wide feedback (ignored otherwise: the send-side
+        estimate from transport-cc is the better one, and browsers send both)."""
+        if isinstance(self.bwe, RembEstimate):
+            self.feedback_packets += 1
+            self.bwe.on_remb(bps, now)
+
+    def on_receiver_loss(self, fraction: float, now: float) -> None:
+        """Receiver-report fraction lost of the viewer's video (REMB-only viewers: their loss bound)."""
+        if isinstance(self.bwe, RembEstimate):
+            self.bwe.on_loss(fraction, now)
 
     def settled(self, now: float, needs: dict[object, float]) -> bool:
         """True when `decide(now, ...)` with the same ranked layers as the last one (`needs`: their

@@ -224,24 +224,22 @@ class DtlsEndpoint:
         if self.role == "client":
             self._handshake(now)
 
-    def receive(self, data: bytes, now: float) -> None:
+    def receive(self, data: bytes, now: float) -> str | None:
+        """Feed one datagram. Returns the reason it was ignored (also counted in `drops`), or None
+        when it was taken (handshake input, a repeated flight answered)."""
         if self.state in ("failed", "closed"):
-            self.drops["after-end"] += 1
-            return
+            return self._drop("after-end")
         # RFC 7983: DTLS records start with a content type in 20..63
         if len(data) < RECORD_HEADER_LENGTH or not 20 <= data[0] <= 63:
-            self.drops["not-dtls"] += 1
-            return
+            return self._drop("not-dtls")
         if self._ssl is None:
-            self._receive_released(data)
-            return
+            return self._receive_released(data)
         if self.role == "server" and self._ssl.DTLSv1_get_timeout() is None and not (
             self.state == "connected" or _is_client_hello(data)
         ):
             # nothing sent yet: only a ClientHello can start the handshake; anything else
             # (stray or spoofed records) would make OpenSSL abort it
-            self.drops["before-client-hello"] += 1
-            return
+            return self._drop("before-client-hello")
         if self.state == "new":
             self.state = "connecting"
         self._ssl.bio_write(data)
@@ -249,6 +247,11 @@ class DtlsEndpoint:
             self._handshake(now)
         else:
             self._read_application(now)
+        return None
+
+    def _drop(self, reason: str) -> str:
+        self.drops[reason] += 1
+        return reason
 
     def handle_timer(self, now: float) -> None:
         if self.state != "connecting":
@@ -403,21 +406,24 @@ class DtlsEndpoint:
         ssl.set_app_data(None)
         self._ssl = None
 
-    def _receive_released(self, data: bytes) -> None:
-        """After the connection was released: answer a repeated client flight, ignore the rest."""
+    def _receive_released(self, data: bytes) -> str | None:
+        """After the connection was released: answer a repeated client flight, ignore (and count)
+        the rest: none of it can be authenticated any more."""
         content_type = data[0]
         if self.state != "connected":
-            self.drops["after-end"] += 1
-        elif content_type in (20, 22):  # ChangeCipherSpec / handshake: our final flight was lost
+            return self._drop("after-end")
+        if content_type in (20, 22):  # ChangeCipherSpec / handshake: our final flight was lost
             if self._final_flight and self._final_flight_resends < MAX_FINAL_FLIGHT_RESENDS:
                 self._final_flight_resends += 1
                 self._outgoing.extend(self._final_flight)
-            else:
-                self.drops["repeated-flight"] += 1
-        elif content_type == 23:
+                return None
+            return self._drop("repeated-flight")
+        if content_type == 23:
             self.app_data_ignored += 1
-        else:  # an alert (close_notify?) that can no longer be authenticated
-            self.drops["alert-after-release"] += 1
+            return self._drop("app-data-after-release")
+        if content_type == 21:  # an alert (close_notify?) that can no longer be authenticated
+            return self._drop("alert-after-release")
+        return self._drop("unknown-content-type")  # RFC 6347 §4.1: 24 (heartbeat) and unassigned
 
     def _read_application(self, now: float) -> None:
         while True:

@@ -155,16 +155,17 @@ class IceLite:
         self._creds = _Credentials(local_ufrag, local_pwd, remote_ufrag, remote_pwd)
         self.nominated = False
 
-    def media_alive(self, now: float) -> None:
-        """Authenticated SRTP/SRTCP arrived since the last call: the selected path is alive.
+    def media_alive(self, addr: Address, now: float) -> None:
+        """Authenticated SRTP/SRTCP arrived on the media path `addr` since the last call: that
+        path is alive (consent is per path, RFC 7675 §5.1, never per session).
 
         RFC 7675 consent is the sender's duty; as an ICE-lite responder we only infer liveness.
         Some agents (libnice as GStreamer 1.22 configures it) keep a path alive with STUN
         indications, which carry no integrity, rather than requests; media that passed SRTP
         authentication is at least as strong a proof that the peer is there.
         """
-        if not self.expired and self.selected is not None:
-            self._last_valid[self.selected] = now
+        if not self.expired and addr in self._last_valid:
+            self._last_valid[addr] = now
 
     # --- outputs --------------------------------------------------------------------------
 

@@ -29,23 +29,27 @@ class LayerMeter:
     stream: _fastpath.InStream
     codec: str
     bitrate_bps: float = 0.0
+    fps: float = 0.0  # frames a second (InStream.frames), smoothed as the bitrate
     width: int = 0
     height: int = 0
     _last_bytes: int = 0
+    _last_frames: int = 0
     _last_at: float | None = None
     _config_count: int = 0
 
     def sample(self, now: float) -> None:
         st = self.stream
         if self._last_at is None:
-            self._last_at, self._last_bytes = now, st.bytes
+            self._last_at, self._last_bytes, self._last_frames = now, st.bytes, st.frames
         elif now - self._last_at >= RATE_WINDOW_S:
             rate = (st.bytes - self._last_bytes) * 8 / (now - self._last_at)
+            fps = (st.frames - self._last_frames) / (now - self._last_at)
             if self.bitrate_bps == 0.0:
-                self.bitrate_bps = rate
+                self.bitrate_bps, self.fps = rate, fps
             else:
                 self.bitrate_bps += RATE_SMOOTHING * (rate - self.bitrate_bps)
-            self._last_at, self._last_bytes = now, st.bytes
+                self.fps += RATE_SMOOTHING * (fps - self.fps)
+            self._last_at, self._last_bytes, self._last_frames = now, st.bytes, st.frames
         width, height, config, count = _fastpath.layer_info(st)
         if width and height:
             self.width, self.height = width, height

@@ -8,7 +8,10 @@ The server is always ICE-lite and the DTLS server (`a=setup:passive`), bundles e
 transport, and forwards codecs without transcoding, so an answer only ever contains the codec the
 publisher actually sends. The rules encode real clients' behaviour (see DESIGN.md "Interop rules"):
 m-lines keep the offer's count, order and mids (rejected ones as port 0 + inactive), H.264 is never
-refused over profile-level-id, every simulcast rid is accepted (OBS aborts otherwise).
+refused over profile-level-id, every simulcast rid is accepted (OBS aborts otherwise). A viewer's
+section the stream cannot feed (a kind it lacks, a send-only section) is answered inactive inside
+the BUNDLE group, not rejected: Chromium takes the bundle's transport from the first section and
+refuses an answer whose first section has port 0 ("Failed to setup RTCP mux").
 
 Errors: an offer that does not parse raises `BadRequest` (400); one that parses but cannot be
 served raises `Unprocessable` (422) with the reason. Never 406 (WHEP reserves it for counter-offers).
@@ -260,6 +263,22 @@ def _rejected(m: MediaSection, local: LocalTransport) -> MediaSection:
         setup="passive",
         rtcp_mux=True,
     )
+
+
+def _idle(m: MediaSection, local: LocalTransport) -> MediaSection:
+    """A bundled section that carries nothing: accepted inactive (RFC 3264 §6.1) in the BUNDLE group.
+
+    Rejecting it (port 0) would take it out of the bundle (RFC 8843 §7.3.3); when it is the first
+    section, the one whose transport the bundle uses, Chromium refuses the whole answer ("Failed to
+    setup RTCP mux" for the next section), whatever order the viewer added its transceivers in.
+    The offer's first media codec is echoed without feedback, and no header extensions.
+    """
+    section = _accepted(m, local, "inactive")
+    media = [c for c in m.codecs if c.explicit and c.name.lower() not in _AUXILIARY]
+    first = (media or m.codecs)[:1]
+    section.codecs = [replace(first[0], rtcp_fb=[])] if first else []
+    section.formats = [str(first[0].pt)] if first else (m.formats[:1] or ["0"])
+    return section
 
 
 def _accepted(m: MediaSection, local: LocalTransport, direction: str) -> MediaSection:
@@ -577,7 +596,7 @@ def answer_subscribe(
         if match is None:
             if receives and candidates:
                 mismatched.append(m)
-            answer.media.append(_rejected(m, local))
+            answer.media.append(_idle(m, local) if usable else _rejected(m, local))
             continue
         index, codec = match
         used.add(index)

@@ -1,10 +1,17 @@
 """One WebRTC transport to one client: ICE-lite, DTLS (server role) and the SRTP keys it yields.
 
-Inputs: `receive_stun(data, addr, now)`, `receive_dtls(data, addr, now)`, `handle_timer(now)`,
-`restart_ice(...)`, `close(now)`. Outputs: `take_datagrams()` -> `(bytes, addr)` pairs to send,
-`take_events()` -> `PathChanged`, `AddressValidated`, `Connected`, `Closed`, and
-`next_deadline()`. The fast-path `Endpoint` it owns carries the per-packet state (keys, path);
-the caller (the session manager) applies address/path events to the `Router`.
+Inputs: `receive_stun(data, addr, now)` (the client's checks, and answers to our consent
+requests), `receive_dtls(data, addr, now)`, `handle_timer(now)`, `restart_ice(...)`,
+`close(now)`. Outputs: `take_datagrams()` -> `(bytes, addr)` pairs to send, `take_events()` ->
+`PathChanged`, `AddressValidated`, `Connected`, `Closed`, and `next_deadline()`. The fast-path
+`Endpoint` it owns carries the per-packet state (keys, path); the caller (the session manager)
+applies address/path events to the `Router`.
+
+Two addresses are kept apart: the address ICE has selected (the client nominated it, or consent
+moved to it) and the media path, where media actually goes. The media path is always an address
+that has proven it receives what we send (`core/consent.py`): the one the DTLS handshake was
+completed with, or one that answered our own Binding request. A check with valid credentials
+from a forged source address so never aims media at a third party (no reflection).
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .. import _fastpath
+from ..wire import stun
 from .certificate import Certificate
+from .consent import ConsentRequests
 from .dtls import DtlsClosed, DtlsConnected, DtlsEndpoint, DtlsFailed
 from .ice import ConsentExpired, IceLite, PathSelected
 
@@ -30,9 +39,10 @@ class AddressValidated:
 
 @dataclass(frozen=True)
 class PathChanged:
-    """Media to this peer now goes to `addr` (nominated, or consent moved it)."""
+    """Media to this peer now goes to `addr` (selected by ICE and proven to receive what we
+    send); None: nowhere, the path's consent lapsed and no other address is proven yet."""
 
-    addr: Address
+    addr: Address | None
 
 
 @dataclass(frozen=True)
@@ -82,12 +92,15 @@ class Peer:
         self.remote_ufrag = remote_ufrag
         self.certificate = certificate
         self.ice = IceLite(local_ufrag, local_pwd, remote_ufrag, remote_pwd, now)
+        self.consent = ConsentRequests(local_ufrag, remote_ufrag, remote_pwd)
         self.dtls = DtlsEndpoint(certificate, "server", remote_fingerprints, now=now)
         self.endpoint = _fastpath.Endpoint(self)
         self.created_at = now
         self.connected_at: float | None = None
         self.closed: str | None = None
-        self.path: Address | None = None
+        self.path: Address | None = None  # the media path (verified)
+        self.selected: Address | None = None  # what ICE selected (may still await verification)
+        self._dtls_addr: Address | None = None  # where the client's DTLS last came from
         self.srtp_profile: int | None = None
         self.drops: Counter[str] = Counter()
         self._out: list[tuple[bytes, Address]] = []
@@ -98,7 +111,13 @@ class Peer:
     # -- inputs --------------------------------------------------------------------------------
 
     def receive_stun(self, data: bytes, addr: Address, now: float) -> None:
+        """A Binding request naming this peer (the caller matched its USERNAME), or a message
+        without USERNAME from one of its validated addresses: an answer to our consent request."""
         if self.closed:
+            return
+        if not stun.is_binding_request(data):
+            if self.consent.receive_response(data, addr, now):
+                self._apply_verified(now)
             return
         response = self.ice.receive_binding(data, plain_address(addr), now)
         if response is not None:
@@ -106,38 +125,50 @@ class Peer:
             if addr not in self._validated and self.ice.address_is_known(plain_address(addr)):
                 self._validated.add(addr)
                 self._events.append(AddressValidated(addr))
-        self._drain_ice(addr)
+        self._drain_ice(addr, now)
 
-    def receive_dtls(self, data: bytes, addr: Address, now: float) -> None:
+    def receive_dtls(self, data: bytes, addr: Address, now: float) -> str | None:
+        """Returns why the datagram was ignored (counted in `drops` as "dtls-<reason>"), or None."""
         if self.closed:
-            return
-        self.dtls.receive(data, now)
+            self.drops["dtls-after-close"] += 1
+            return "after-close"
+        self._dtls_addr = addr
+        dropped = self.dtls.receive(data, now)
+        if dropped is not None:
+            self.drops[f"dtls-{dropped}"] += 1
         self._drain_dtls(addr, now)
+        return dropped
 
     def handle_timer(self, now: float) -> None:
         if self.closed:
             return
         self.ice.handle_timer(now)
-        self._drain_ice(self.path)
+        self._drain_ice(self.selected, now)
         if self.closed:
             return
+        self.consent.handle_timer(now)
+        self._out.extend(self.consent.take_datagrams())
+        self._apply_verified(now)
         deadline = self.dtls.next_deadline()
         if deadline is not None and deadline <= now:
             self.dtls.handle_timer(now)
-            self._drain_dtls(self.path, now)
+            self._drain_dtls(self._dtls_addr, now)
 
     def poll_activity(self, now: float) -> None:
-        """Called about once a second: authenticated traffic since the last call keeps consent."""
+        """Called about once a second: authenticated traffic since the last call keeps the media
+        path's consent (the path's, not the session's: see IceLite.media_alive)."""
         seen = self.endpoint.rx_packets + self.endpoint.rtcp_in
         if seen != self._activity:
             self._activity = seen
-            self.ice.media_alive(now)
+            if self.path is not None:
+                self.ice.media_alive(plain_address(self.path), now)
 
     def restart_ice(self, remote_ufrag: str, remote_pwd: str, now: float) -> tuple[str, str]:
         """ICE restart (RFC 8445 §2.4): new credentials both ways, the path kept until nominated."""
         self.local_ufrag, self.local_pwd = new_ice_credentials()
         self.remote_ufrag = remote_ufrag
         self.ice.restart(self.local_ufrag, self.local_pwd, remote_ufrag, remote_pwd, now)
+        self.consent.set_credentials(self.local_ufrag, remote_ufrag, remote_pwd)
         return self.local_ufrag, self.local_pwd
 
     def close(self, reason: str, now: float) -> None:
@@ -163,7 +194,10 @@ class Peer:
     def next_deadline(self) -> float | None:
         if self.closed:
             return None
-        deadlines = [d for d in (self.ice.next_deadline(), self.dtls.next_deadline()) if d is not None]
+        deadlines = [
+            d for d in (self.ice.next_deadline(), self.dtls.next_deadline(), self.consent.next_deadline())
+            if d is not None
+        ]
         return min(deadlines) if deadlines else None
 
     @property
@@ -172,16 +206,44 @@ class Peer:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _drain_ice(self, addr: Address | None) -> None:
+    def _drain_ice(self, addr: Address | None, now: float) -> None:
         for event in self.ice.take_events():
             if isinstance(event, PathSelected):
-                full = self._full_address(event.addr, addr)
-                self.path = full
-                self._events.append(PathChanged(full))
+                self.selected = self._full_address(event.addr, addr)
+                self._follow_selection(now)
             elif isinstance(event, ConsentExpired):
                 self.close(f"ice: {event.reason}", 0.0)
+        for known in [a for a in self._validated if not self.ice.address_is_known(plain_address(a))]:
+            self.consent.forget(known)  # consent lapsed: prove it again before media goes there
+            if known == self.path:
+                self.path = None  # no media to an address whose consent lapsed
+                self._events.append(PathChanged(None))
         for reason, count in self.ice.drops.items():
             self.drops[f"ice-{reason}"] = count
+        for reason, count in self.consent.drops.items():
+            self.drops[reason] = count
+
+    def _follow_selection(self, now: float) -> None:
+        """Media follows ICE's selection once the selected address is verified (before DTLS has
+        completed there is no media, and DTLS completion verifies its address)."""
+        selected = self.selected
+        if selected is None or selected == self.path or self.connected_at is None:
+            return
+        if self.consent.is_verified(selected):
+            self._set_path(selected)
+        else:
+            self.consent.verify(selected, now)
+            self._out.extend(self.consent.take_datagrams())
+
+    def _apply_verified(self, now: float) -> None:
+        if self.consent.take_verified():
+            self._follow_selection(now)
+        for reason, count in self.consent.drops.items():
+            self.drops[reason] = count
+
+    def _set_path(self, addr: Address) -> None:
+        self.path = addr
+        self._events.append(PathChanged(addr))
 
     def _full_address(self, plain: Address, hint: Address | None) -> Address:
         """Map ICE's plain (host, port) back to the socket-family form we received from."""
@@ -193,7 +255,7 @@ class Peer:
         return tuple(plain)
 
     def _drain_dtls(self, addr: Address | None, now: float) -> None:
-        target = self.path or addr
+        target = addr or self.path  # flights answer where the client's DTLS came from
         for data in self.dtls.take_datagrams():
             if target is not None:
                 self._out.append((data, target))
@@ -205,6 +267,12 @@ class Peer:
                 self.endpoint.set_srtp(rx, tx)
                 self.srtp_profile = keys.profile
                 self.connected_at = now
+                if addr is not None:
+                    self.consent.mark_verified(addr)  # the handshake's flights went there and back
+                    self.consent.take_verified()
+                    if self.selected is not None and not self.consent.is_verified(self.selected):
+                        self._set_path(addr)  # media to the proven address while ICE's is asked
+                self._follow_selection(now)
                 self._events.append(Connected(keys.profile))
             elif isinstance(event, DtlsFailed):
                 self.drops["dtls-failed"] += 1

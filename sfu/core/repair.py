@@ -274,6 +274,11 @@ class Repair:
         if cache is not None:
             out["cache_packets"], out["cache_bytes"], out["cache_age_s"], out["cache_valid"] = (
                 cache[0], cache[1], round(cache[2], 3), cache[3])
+            # sized by the stream's keyframe interval (_repair.pxi): memory held, interval, age bound
+            memory, interval, max_age = layer.stream.keyframe_cache_sizing
+            out["cache_memory_bytes"] = memory
+            out["cache_interval_s"] = round(interval, 3) if interval is not None else None
+            out["cache_max_age_s"] = round(max_age, 3)
         if inc is not None:
             g = inc.nack
             out.update(nacks_sent=g.nacks_sent, nack_seqs_sent=g.seqs_requested, recovered=g.recovered,

@@ -12,7 +12,8 @@ publisher), the repair component's hooks (NACKs, RTT), and its counters.
   viewers' sender reports), XR DLRR (RTT, RFC 3611).
 - From viewers: PLI / FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1) become keyframe requests for the layer
   the viewer gets; generic NACKs (RFC 4585 §6.2.1) are served from the layer's store; receiver
-  reports feed the RTT for resend pacing.
+  reports feed the RTT for resend pacing; REMB and receiver-report loss feed the estimate of a
+  viewer that negotiated REMB without transport-cc (`SimulcastControl.on_viewer_remb`).
 - Reports: a receiver report to each publisher with a block per incoming layer (RFC 3550 §6.4.2,
   A.3; 31 blocks per packet) plus XR RRTR, a sender report to each viewer per subscription with the
   timestamp translated through the subscription's offset (§6.4.1).
@@ -86,6 +87,9 @@ class RtcpLegs:
                     if sub.spec.ssrc == block.ssrc:
                         sub.last_report = block
                         manager.repair.on_viewer_report(sub, block, now)  # RTT for resend pacing
+                        manager.simulcast.on_viewer_report(session, sub, block, now)  # REMB-only loss
+        elif isinstance(packet, rtcp.Remb):
+            manager.simulcast.on_viewer_remb(session, packet.bitrate, now)  # REMB-only estimate
 
     def send_reports(self, now: float) -> None:
         """Receiver reports to every publisher, sender reports to every viewer (once a second)."""

@@ -66,7 +66,7 @@ class SessionApi(Protocol):
         ...
 
     async def delete(self, kind: str, stream: str, session_id: str) -> bool:
-        """End a session; False if it was unknown (the HTTP answer is 200 either way)."""
+        """End a session; False if it was unknown or already ended (the HTTP answer: 404)."""
         ...
 
     async def patch(self, kind: str, stream: str, session_id: str, fragment: str, if_match: str | None) -> Patched:

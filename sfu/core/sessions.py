@@ -17,6 +17,7 @@ reports out, core/rtcp_legs.py), `SimulcastControl` (layers, estimates, the over
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
@@ -31,12 +32,14 @@ from ..errors import Conflict, NotFound, Overloaded, PreconditionFailed, Unproce
 from .session_api import Created, Patched
 from ..wire import rtcp
 from ..wire.sdp import parse_sdpfrag
-from ..wire.stun import peek_username
+from ..wire.stun import is_binding_request, peek_username
 from .certificate import CertificateStore
+from . import events as ev
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
 from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
 from .rtcp_legs import RtcpLegs
+from .quality import Quality
 from .simulcast import SimulcastControl
 from .stream import TWCC_URI, Layer, Stream, Track
 from .subscription import Subscription
@@ -49,9 +52,17 @@ NOT_LIVE_RETRY_AFTER_S = 2  # Retry-After on 409 for a stream that is not live
 OVERLOAD_RETRY_AFTER_S = 5
 
 
+def public_id(session_id: str) -> str:
+    """The name a session goes by in stats and logs. The session id itself is the capability
+    that controls the session (its resource URL: PATCH, DELETE, the layer endpoint), known only
+    to the client that created it; this one-way derivation lets that client find itself in
+    `/api/stats` without letting anyone who reads the stats take the session over."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:16]
+
+
 @dataclass(eq=False)
 class Session:
-    """A WHIP or WHEP session: its peer and resource state."""
+    """A WHIP or WHEP session: its peer and resource state. `id` is secret (see `public_id`)."""
 
     id: str
     kind: str  # "whip" | "whep"
@@ -65,6 +76,10 @@ class Session:
     options: dict[str, str] = field(default_factory=dict)
     rtcp_in: Counter = field(default_factory=Counter)
     closed: bool = False
+    handle: str = ""  # public_id(id), for stats and logs
+
+    def __post_init__(self) -> None:
+        self.handle = public_id(self.id)
 
 
 def _no_media_poll() -> None:
@@ -104,6 +119,8 @@ class SessionManager:
         self._layers_requesting: dict[int, tuple[Session, Layer]] = {}
         self.simulcast = SimulcastControl(self)  # layer meters, publisher feedback, viewer layer choice
         self._live_listeners: list[Callable[[str], None]] = []
+        self.events = ev.EventOutbox()  # lifecycle events for the shell (webhooks): take_events()
+        self.quality = Quality(self)  # join times, loss, RTT, jitter, freezes (core/quality.py)
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.rtcp = RtcpLegs(self)  # RTCP from both legs, and our reports on them (core/rtcp_legs.py)
         self.on_wakeup: Callable[[], None] | None = None
@@ -149,7 +166,7 @@ class SessionManager:
         st = self.streams.get(stream) or self.streams.setdefault(stream, Stream(stream))
         if st.publisher is not None:
             old = st.publisher
-            log.info("stream %s: new publisher replaces session %s", stream, old.id)
+            log.info("stream %s: new publisher replaces session %s", stream, old.handle)
             self.counters["publisher-replaced"] += 1
             self._close_session(old, "replaced by a new publisher", now)
         session = Session(
@@ -158,6 +175,7 @@ class SessionManager:
         )
         st.set_publisher(session, answer.tracks)
         self._register(session, now)
+        self.events.emit(ev.StreamStarted(now, stream))
         for track in st.tracks:
             twcc = track.spec.extensions.get("http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01")
             if twcc:
@@ -174,8 +192,9 @@ class SessionManager:
         for listener in list(self._live_listeners):  # WHEP requests waiting for this publisher
             listener(stream)
         self.counters["publish-sessions"] += 1
-        log.info("publish %s session %s: %s", stream, session_id,
-                 ", ".join(f"{t.kind}/{t.codec.name}{'/' + ','.join(t.rids) if t.rids else ''}" for t in answer.tracks))
+        log.info("publish %s session %s: %s", stream, session.handle,
+                 ", ".join(f"{t.kind}/{t.codec.name}{'/' + ','.join(t.rids) if t.rids else ''}" for t in answer.tracks),
+                 extra={"stream": stream, "session": session.handle})
         return Created(session_id, answer.sdp, session.etag)
 
     def add_live_listener(self, listener: Callable[[str], None]) -> None:
@@ -231,6 +250,8 @@ class SessionManager:
             )
         self.simulcast.add_viewer(session, options, now)  # raises BadRequest on a bad layer option
         st.viewers.add(session)
+        self.events.emit(ev.ViewerJoined(now, stream, session.handle))
+        self.quality.viewer_created(session, now)
         self.repair.on_viewer_created(session)
         self._register(session, now)
         self._attach_viewer(session)
@@ -315,7 +336,7 @@ class SessionManager:
         for name, st in self.streams.items():
             streams[name] = {
                 "live": st.live,
-                "publisher": st.publisher.id if st.publisher else None,
+                "publisher": st.publisher.handle if st.publisher else None,
                 "viewers": len(st.viewers),
                 "tracks": [
                     {
@@ -328,6 +349,7 @@ class SessionManager:
                                 "rid": layer.rid,
                                 "ssrc": layer.ssrc,
                                 "packets": layer.stream.packets,
+                                "expected": layer.stream.expected,  # RFC 3550 A.3: loss = expected - packets
                                 "bytes": layer.stream.bytes,
                                 "keyframes": layer.stream.keyframes,
                                 "padding": layer.stream.padding,
@@ -335,6 +357,7 @@ class SessionManager:
                                 "keyframe_requests_suppressed": layer.keyframes.suppressed,
                                 "last_packet_age_s": round(now - layer.stream.last_packet_at, 3) if layer.stream.started else None,
                                 "repair": self.repair.layer_stats(layer),
+                                "loss": self.quality.layer_loss(layer),  # fraction, last report interval
                                 **self.simulcast.layer_stats(t, layer),
                             }
                             for layer in t.layers
@@ -344,7 +367,7 @@ class SessionManager:
                 ],
             }
         sessions = {
-            sid: {
+            s.handle: {
                 "kind": s.kind,
                 "stream": s.stream.name,
                 "connected": s.peer.connected_at is not None,
@@ -358,8 +381,9 @@ class SessionManager:
                 "repair": [self.repair.subscription_stats(sub) for sub in s.subscriptions],
                 "drops": dict(s.peer.drops),
                 "video_layer": self.simulcast.stats_for(s),
+                "quality": self.quality.viewer_stats(s),
             }
-            for sid, s in self.sessions.items()
+            for s in self.sessions.values()
         }
         return {
             "streams": streams,
@@ -416,9 +440,19 @@ class SessionManager:
             log.exception("error handling a %s datagram", kind)
 
     def _on_stun(self, endpoint, data: bytes, addr, now: float) -> None:
-        session = endpoint.owner if endpoint is not None else None
+        """A STUN message from the media port. A check names its session by USERNAME; only that
+        session's ICE agent, after verifying MESSAGE-INTEGRITY with its password, may act on it.
+        An address that belongs to one live session is never re-bound to another by a check
+        from it: a forged check (right USERNAME, spoofed source) can neither take a publisher's
+        address away nor aim a session's media at someone else (docs/security.md). A message
+        without USERNAME from a session's validated address may answer our consent request."""
+        holder = endpoint.owner if endpoint is not None else None
         username = peek_username(data)
         if username is None:
+            if holder is not None and not holder.closed and not is_binding_request(data):
+                holder.peer.receive_stun(data, addr, now)  # an answer to our consent request
+                self._after_peer(holder, now)
+                return
             self.counters["stun-dropped-no-username"] += 1
             return
         local_ufrag = username.split(b":", 1)[0].decode("ascii", "replace")
@@ -426,18 +460,20 @@ class SessionManager:
         if target is None:
             self.counters["stun-dropped-unknown-ufrag"] += 1
             return
-        if session is not None and session is not target:
-            # an address that belonged to an older session now checks for a new one
-            self.router.unmap_address(addr)
-        peer = target.peer
-        peer.receive_stun(data, addr, now)
+        if holder is not None and holder is not target:
+            self.counters["stun-dropped-address-of-another-session"] += 1
+            return
+        target.peer.receive_stun(data, addr, now)
         self._after_peer(target, now)
 
     def _on_dtls(self, endpoint, data: bytes, addr, now: float) -> None:
         session = endpoint.owner
         if session is None or session.closed:
+            self.counters["dtls-dropped-no-session"] += 1
             return
-        session.peer.receive_dtls(data, addr, now)
+        dropped = session.peer.receive_dtls(data, addr, now)
+        if dropped is not None:  # junk from a known address (reasons: core/dtls.py)
+            self.counters[f"dtls-dropped-{dropped}"] += 1
         self._after_peer(session, now)
 
     def _after_peer(self, session: Session, now: float) -> None:
@@ -447,13 +483,15 @@ class SessionManager:
                 self.router.map_address(event.addr, peer.endpoint)
             elif isinstance(event, PathChanged):
                 self.router.set_path(peer.endpoint, event.addr)
-                self.counters["path-changes"] += 1
-                if session.kind == "whep" and peer.connected_at is not None:
+                self.counters["path-changes" if event.addr is not None else "path-lapsed"] += 1
+                if session.kind == "whep" and peer.connected_at is not None and event.addr is not None:
                     for sub in session.subscriptions:  # sendable now: start from the cache
                         if sub.layer is not None and sub.kind == "video" and sub.out.need_keyframe:
                             self.repair.schedule_start(session, sub, now)
             elif isinstance(event, Connected):
                 self.counters["dtls-connected"] += 1
+                if session.kind == "whip":
+                    self.events.emit(ev.PublisherConnected(now, session.stream.name, session.handle))
                 if session.kind == "whep":
                     for sub in session.subscriptions:
                         if sub.layer is not None and sub.kind == "video":
@@ -569,6 +607,9 @@ class SessionManager:
         repair = self.repair.next_deadline()
         if repair is not None:
             deadline = min(deadline, repair)
+        joining = self.quality.next_deadline()
+        if joining is not None:
+            deadline = min(deadline, joining)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -587,6 +628,7 @@ class SessionManager:
             else:
                 heapq.heappush(self._timers, (deadline, next(self._seq), session_id))  # moved later
         self.repair.poll(now)  # NACKs towards publishers that are due
+        self.quality.poll(now)  # viewers' first media packet / keyframe sent
         self.media_poll()
         if now >= self._next_tick:
             self._next_tick = now + TICK_S
@@ -597,6 +639,7 @@ class SessionManager:
             self._next_report = now + REPORT_INTERVAL_S
             self.rtcp.send_reports(now)
             self.media_poll()
+            self.quality.report_tick(now)
             self._poll_gates(now)
             self.media_poll()
             self.repair.update_rates(now)
@@ -641,7 +684,9 @@ class SessionManager:
             del self.by_ufrag[session.peer.local_ufrag]
         st = session.stream
         if session.kind == "whip":
+            self.events.emit(ev.PublisherDisconnected(now, st.name, session.handle, reason))
             if st.clear_publisher(session):
+                self.events.emit(ev.StreamEnded(now, st.name))
                 for viewer in st.viewers:
                     for sub in viewer.subscriptions:
                         sub.detach()
@@ -650,12 +695,15 @@ class SessionManager:
             for sub in session.subscriptions:
                 sub.detach()
             st.viewers.discard(session)
+            self.events.emit(ev.ViewerLeft(now, st.name, session.handle, reason))
         if st.publisher is None and not st.viewers:
             self.streams.pop(st.name, None)
         self.simulcast.remove(session)
         self.repair.forget(session)
+        self.quality.forget(session)
         self.counters[f"closed-{session.kind}"] += 1
-        log.info("%s session %s on %s closed: %s", session.kind, session.id, st.name, reason)
+        log.info("%s session %s on %s closed: %s", session.kind, session.handle, st.name, reason,
+                 extra={"stream": st.name, "session": session.handle})
 
     def close_all(self, reason: str) -> None:
         now = self.clock()
@@ -663,8 +711,47 @@ class SessionManager:
             self._close_session(session, reason, now)
 
     # ------------------------------------------------------------------------------------------
+    # Admin (sfu/io/admin.py): sessions named by their public id, never by the secret one
+    # ------------------------------------------------------------------------------------------
+
+    def session_summary(self, session: Session) -> dict[str, object]:
+        """What the admin API lists for a session (its `id` is the public one)."""
+        return {
+            "id": session.handle,
+            "kind": session.kind,
+            "stream": session.stream.name,
+            "participant": session.participant,
+            "connected": session.peer.connected_at is not None,
+            "path": list(session.peer.path) if session.peer.path else None,
+        }
+
+    def session_by_public_id(self, handle: str) -> Session | None:
+        return next((s for s in self.sessions.values() if s.handle == handle), None)
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Close one session (an admin action or a revoked token): its client sees DTLS close."""
+        self._close_session(session, reason, self.clock())
+        self._wake()
+
+    def end_stream(self, name: str, reason: str) -> int:
+        """Close a stream's publisher and viewers; the number of sessions closed (0: no such stream)."""
+        st = self.streams.get(name)
+        if st is None:
+            return 0
+        members = ([st.publisher] if st.publisher is not None else []) + list(st.viewers)
+        now = self.clock()
+        for session in members:
+            self._close_session(session, reason, now)
+        self._wake()
+        return len(members)
+
+    # ------------------------------------------------------------------------------------------
     # Outputs
     # ------------------------------------------------------------------------------------------
+
+    def take_events(self) -> list[ev.Event]:
+        """The lifecycle events since the last call, oldest first (`sfu.core.events`)."""
+        return self.events.take()
 
     def take_datagrams(self) -> list[tuple[bytes, tuple]]:
         out, self._out = self._out, []

@@ -6,12 +6,14 @@ Drives, for the `SessionManager` that owns it:
   browsers ramp up and send all their layers;
 - per incoming layer: a `LayerMeter` (bitrate, picture size, still arriving?);
 - per viewer: a `ViewerRateControl` (send-side estimate from the viewer's transport-cc feedback,
+  or, for a viewer that negotiated only REMB, an estimate from its REMB and receiver-report loss;
   layer allocation with the viewer's manual limit), whose decisions become clean switches: the
   current layer keeps flowing until the target's keyframe (requested, throttled), timestamps are
   aligned through the publisher's sender reports.
 
 Inputs: `add_publisher` / `add_viewer` / `remove`, `on_viewer_rtcp(session, compound, now)` (the
-transport-cc feedback in a viewer's RTCP, summarised in C), `set_limit(...)` (the HTTP layer call),
+transport-cc feedback in a viewer's RTCP, summarised in C), `on_viewer_remb` / `on_viewer_report`
+(REMB-only viewers), `set_limit(...)` (the HTTP layer call),
 `choose_layer(...)` (a subscription being attached), `tick(now)` every `TICK_S`. Outputs go through
 the manager (`_send_rtcp`, `_want_keyframe`); `stats_for(session)` and `metrics()` report.
 
@@ -38,6 +40,7 @@ from ..wire import rtcp
 from .allocator import LayerOption, ManualLimit, ViewerRateControl
 from .layers import LayerMeter, rank, timestamp_hint
 from .overload import OverloadGuard
+from .remb import RembEstimate
 from .stream import Layer, Track
 from .twcc import FEEDBACK_INTERVAL_S, FeedbackSender
 
@@ -154,7 +157,11 @@ class SimulcastControl:
         self.publishers[session.id] = _Publisher(session, FeedbackSender(session.rtcp_ssrc) if twcc_ext else None, remb)
 
     def add_viewer(self, session, options: Mapping[str, object], now: float) -> None:
-        control = ViewerRateControl(now)
+        video = [sub.spec for sub in session.subscriptions if sub.kind == "video"]
+        # REMB but no transport-wide feedback (older libwebrtc players, some embedded stacks):
+        # the estimate comes from its REMB and receiver-report loss (sfu/core/remb.py)
+        remb_only = bool(video) and any(s.remb for s in video) and not any(s.transport_cc for s in video)
+        control = ViewerRateControl(now, remb_only=remb_only)
         control.allocator.limit = parse_limit(options)
         control.ceiling_bps = self.overload.limit_bps
         viewer = self.viewers[session.id] = _Viewer(session, control, _fastpath.FeedbackAggregator(session.peer.endpoint))
@@ -251,6 +258,26 @@ class SimulcastControl:
                 if session.id not in self._busy and not self._still_settled(viewer, self._tracks.get(viewer.track_id), now):
                     self._busy[session.id] = viewer
         return rest
+
+    def on_viewer_remb(self, session, bitrate_bps: int, now: float) -> None:
+        """A viewer's REMB (draft-alvestrand-rmcat-remb-03): its estimate when it has no transport-cc."""
+        viewer = self.viewers.get(session.id)
+        if viewer is not None and isinstance(viewer.control.bwe, RembEstimate):
+            viewer.control.on_remb(bitrate_bps, now)
+            self._woken(viewer, now)
+
+    def on_viewer_report(self, session, sub, block: rtcp.ReportBlock, now: float) -> None:
+        """A viewer's receiver-report block: its video's fraction lost bounds a REMB-only estimate."""
+        viewer = self.viewers.get(session.id)
+        if viewer is not None and sub.kind == "video" and isinstance(viewer.control.bwe, RembEstimate):
+            viewer.control.on_receiver_loss(block.fraction_lost / 256, now)
+            self._woken(viewer, now)
+
+    def _woken(self, viewer: _Viewer, now: float) -> None:
+        """The estimate moved: a resting viewer decides again when it left its band."""
+        session_id = viewer.session.id
+        if session_id not in self._busy and not self._still_settled(viewer, self._tracks.get(viewer.track_id), now):
+            self._busy[session_id] = viewer
 
     def tick(self, now: float) -> None:
         media_poll = self.manager.media_poll  # forward waiting media between units (sfu.io.udp)
@@ -478,4 +505,5 @@ class SimulcastControl:
         meter = self.meters.get(id(layer.stream))
         if meter is None:
             return {}
-        return {"bitrate_bps": int(meter.bitrate_bps), "width": meter.width, "height": meter.height}
+        return {"bitrate_bps": int(meter.bitrate_bps), "width": meter.width, "height": meter.height,
+                "fps": round(meter.fps, 1)}

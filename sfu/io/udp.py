@@ -16,6 +16,11 @@ Media first, but not media only:
   RTCP) keeps up.
 - One call handles only the control datagrams queued when it started; the rest wait for the next
   loop iteration, so HTTP requests and other callbacks always get their turn.
+
+Source addresses. On a host with several addresses and the socket on a wildcard address, every
+datagram leaves from the local address its peer sent to (IP_PKTINFO / IPV6_RECVPKTINFO on the socket;
+the router notes each datagram's destination): an answer from the address the datagram being
+answered arrived on, anything else to a peer's path from that path's (`Router.sendto`, `set_path`).
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ SOCKET_BUFFER_BYTES = 8 * 1024 * 1024  # absorb bursts (keyframes times viewers)
 MEDIA_POLL_BUDGET_S = 0.0002  # Python work between two drains of the socket, at most (about) ...
 CONTROL_SHARE = 0.5  # ... unless the last drain took longer: then this share of its duration
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux; Python 3.11 does not name it
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 
 
 def open_media_socket(host: str, port: int, ipv6: bool) -> socket.socket:
-    """Bind the media port: dual-stack `::` when asked and possible, else the IPv4 `host`."""
+    """Bind the media port (`udp_host`, `sfu serve --udp-host`): dual-stack `::` when asked and
+    possible for a wildcard host, else `host` itself (IPv6 when it has a colon)."""
     sock: socket.socket | None = None
     if ipv6 and socket.has_ipv6 and host in ("0.0.0.0", "::", ""):
         try:
@@ -73,12 +81,21 @@ class MediaPort:
         except OSError as exc:
             log.warning("no kernel receive timestamps on the media socket (%s): the overload guard "
                         "cannot see media waiting and will never lower layers", exc)
+        try:  # each datagram's local address, so that answers leave from it (see the module docstring)
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)  # IPv4-mapped ones too
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        except OSError as exc:
+            log.warning("no IP_PKTINFO on the media socket (%s): on a host with several addresses, "
+                        "bind it to one (--udp-host) or peers may not get answers", exc)
         self.router = _fastpath.Router(sock.fileno(), sock.family, gso)
         self.manager: SessionManager | None = None
         self.send_errors: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._slow: deque[tuple] = deque()  # datagrams for the manager, oldest first
+        self._answers: list[tuple[bytes, tuple, int]] = []  # (data, addr, local index) to send
         self._drained_at = 0.0  # perf_counter() of the last drain
         self._poll_after = MEDIA_POLL_BUDGET_S  # Python time owed before the next drain
         self._handling = False  # inside _handle_slow (drains then only queue)
@@ -139,8 +156,13 @@ class MediaPort:
         queue = self._slow
         try:
             for _ in range(len(queue)):
-                kind, endpoint, data, addr = queue.popleft()
+                kind, endpoint, data, addr, local = queue.popleft()
+                if addr is not None:
+                    self.router.note_arrival(addr, local)
                 manager.handle_datagram(kind, endpoint, data, addr, self.loop.time())
+                if addr is not None:  # what answers it leaves from where it arrived
+                    self._answers.extend(
+                        (out, to, local if to == addr else -1) for out, to in manager.take_datagrams())
                 self.poll_media()
         finally:
             self._handling = False
@@ -172,12 +194,18 @@ class MediaPort:
         self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def flush(self) -> None:
+        """Send what the manager produced: answers from the local address of what they answer,
+        the rest from that of the path they go to (-1: the router looks it up)."""
         if self.manager is None:
             return
-        for data, addr in self.manager.take_datagrams():
+        answers, self._answers = self._answers, []
+        answers.extend((data, addr, -1) for data, addr in self.manager.take_datagrams())
+        for data, addr, local in answers:
             try:
-                self.sock.sendto(data, addr)
+                self.router.sendto(data, addr, local)
             except (BlockingIOError, InterruptedError):
                 self.send_errors["would-block"] += 1
             except OSError as exc:
                 self.send_errors[type(exc).__name__] += 1
+            except ValueError:  # not an IP address of the socket's family
+                self.send_errors["bad-address"] += 1

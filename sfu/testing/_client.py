@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from yarl import URL
@@ -93,6 +93,19 @@ class _SocketProtocol(asyncio.DatagramProtocol):
         self.client._count_drop("socket-error")
 
 
+RETRY_AFTER_DEFAULT_S = 1.0  # a 409 without a usable Retry-After
+RETRY_AFTER_MIN_S = 0.05  # never spin
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (RFC 9110 §10.2.3: delay-seconds; an HTTP date is not
+    expected from a media server and counts as the default)."""
+    try:
+        return max(RETRY_AFTER_MIN_S, float(value)) if value is not None else RETRY_AFTER_DEFAULT_S
+    except ValueError:
+        return RETRY_AFTER_DEFAULT_S
+
+
 def _priority(local_preference: int) -> int:
     return (PRFLX_TYPE_PREFERENCE << 24) | (local_preference << 8) | (256 - 1)
 
@@ -124,6 +137,8 @@ class _Client:
         self.ice_selected_at: float | None = None  # the nominating check was answered
         self.connected_at: float | None = None
         self.drops: dict[str, int] = {}
+        self.wait_for_publisher = 0.0  # seconds to retry a 409 (stream not live); see PacketViewer
+        self.not_live_retries = 0
         self._http = http
         self._own_http = http is None
         self._ice_ufrag, self._ice_pwd = ice_credentials()
@@ -160,14 +175,24 @@ class _Client:
             self._http = aiohttp.ClientSession()
         self.offer_sdp = offer
         headers = {**self._headers(), "Content-Type": "application/sdp"}
-        async with self._http.post(url, data=offer.encode(), headers=headers) as response:
-            body = await response.text()
-            if response.status != 201:
-                raise self._error_class(response.status, body, dict(response.headers))
-            location = response.headers.get("Location")
-            if location:
-                self.resource_url = str(response.url.join(URL(location)))
-            self.etag = response.headers.get("ETag")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_for_publisher
+        while True:
+            async with self._http.post(url, data=offer.encode(), headers=headers) as response:
+                body = await response.text()
+                if response.status == 409 and loop.time() < deadline:
+                    # draft-ietf-wish-whep: 409 + Retry-After while the stream is not live
+                    self.not_live_retries += 1
+                    delay = _retry_after(response.headers.get("Retry-After"))
+                    await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+                    continue
+                if response.status != 201:
+                    raise self._error_class(response.status, body, dict(response.headers))
+                break
+        location = response.headers.get("Location")
+        if location:
+            self.resource_url = str(response.url.join(URL(location)))
+        self.etag = response.headers.get("ETag")
         self.answer_sdp = body
         self.answer = parse_answer(body)
         return self.answer
@@ -223,7 +248,8 @@ class _Client:
     async def start(self) -> None:  # overridden
         raise NotImplementedError
 
-    async def __aenter__(self) -> _Client:
+    async def __aenter__(self) -> Self:
+        """`async with Client(...) as client`: `start()`, and `stop()` (DELETE) on the way out."""
         await self.start()
         return self
 
@@ -369,6 +395,9 @@ class _Client:
         except stun.StunError:
             self._count_drop("stun-malformed")
             return
+        if message.message_class == stun._stun.Class.REQUEST:
+            self._answer_check(index, message, addr)
+            return
         pending = self._transactions.pop(message.transaction_id, None)
         if pending is None:
             self._count_drop("stun-unexpected")
@@ -393,6 +422,20 @@ class _Client:
             self.ice_selected_at = now
             self._next_consent = now + CONSENT_INTERVAL_S
             self._start_dtls(now)
+
+    def _answer_check(self, index: int, request: Any, addr: tuple[str, int]) -> None:
+        """Answer the server's own Binding request (its RFC 7675 consent check, which proves
+        that this socket receives what the server sends), as every full ICE agent does."""
+        if not request.check_message_integrity(self._ice_pwd.encode()):
+            self._count_drop("stun-request-bad-integrity")
+            return
+        response = stun._stun.Message(
+            stun._stun.Method.BINDING, stun._stun.Class.RESPONSE, request.transaction_id,
+            {"XOR-MAPPED-ADDRESS": (addr[0], addr[1])},
+        )
+        response.add_message_integrity(self._ice_pwd.encode())
+        response.add_fingerprint()
+        self._sendto(index, bytes(response), addr)
 
     # --- DTLS / SRTP --------------------------------------------------------------------
 

@@ -24,9 +24,19 @@ EXT_IDS = {EXT_MID: 4, EXT_RID: 10, EXT_REPAIRED_RID: 11, EXT_TWCC: 3}
 PT_OPUS = 111
 PT_VP8, PT_VP8_RTX = 96, 97
 PT_H264, PT_H264_RTX = 102, 103
+PT_VP9, PT_VP9_RTX = 98, 99
+PT_AV1, PT_AV1_RTX = 45, 46
 
 VIDEO_FEEDBACK = ("goog-remb", "transport-cc", "ccm fir", "nack", "nack pli")
 H264_FMTP = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+VP9_FMTP = "profile-id=0"
+# video codec name -> (payload type, its RTX payload type, rtpmap, default fmtp)
+VIDEO_CODECS = {
+    "VP8": (PT_VP8, PT_VP8_RTX, "VP8/90000", None),
+    "H264": (PT_H264, PT_H264_RTX, "H264/90000", H264_FMTP),
+    "VP9": (PT_VP9, PT_VP9_RTX, "VP9/90000", VP9_FMTP),
+    "AV1": (PT_AV1, PT_AV1_RTX, "AV1/90000", None),
+}
 
 
 @dataclass(slots=True)
@@ -135,10 +145,10 @@ def parse_answer(text: str) -> Answer:
         elif name == "fingerprint":
             algorithm, _, digest = attr.partition(" ")
             entry = (algorithm.lower(), digest.strip().upper())
-            (session["fingerprints"] if target is None else target.fingerprints).append(entry)  # type: ignore[union-attr]
+            (session["fingerprints"] if target is None else target.fingerprints).append(entry)  # type: ignore[union-attr,attr-defined]
         elif name == "candidate":
             cand = _candidate(attr)
-            (session["candidates"] if target is None else target.candidates).append(cand)  # type: ignore[union-attr]
+            (session["candidates"] if target is None else target.candidates).append(cand)  # type: ignore[union-attr,attr-defined]
         elif target is None:
             continue
         elif name == "mid":
@@ -216,28 +226,28 @@ class MediaOffer:
     kind: str  # "audio" or "video"
     mid: str
     direction: str  # "sendonly" or "recvonly"
-    codecs: list[str]  # "opus", "VP8", "H264"
+    codecs: list[str]  # "opus", "VP8", "H264", "VP9", "AV1"
     rtx: bool = False
     ssrcs: list[int] = field(default_factory=list)  # send SSRCs (no simulcast)
     rids: list[str] = field(default_factory=list)  # send simulcast rids
     extensions: list[str] = field(default_factory=list)
     msid: tuple[str, str] | None = None
     cname: str = ""
+    fmtp: dict[str, str] = field(default_factory=dict)  # codec name -> fmtp replacing the default
 
 
-def _codec_lines(name: str, rtx: bool, kind: str) -> tuple[list[int], list[str]]:
+def _codec_lines(name: str, rtx: bool, kind: str, fmtp_override: str | None = None) -> tuple[list[int], list[str]]:
     if name.lower() == "opus":
         return [PT_OPUS], [
             f"a=rtpmap:{PT_OPUS} opus/48000/2",
             f"a=rtcp-fb:{PT_OPUS} transport-cc",
             f"a=fmtp:{PT_OPUS} minptime=10;useinbandfec=1",
         ]
-    if name.upper() == "VP8":
-        pt, rtx_pt, rtpmap, fmtp = PT_VP8, PT_VP8_RTX, "VP8/90000", None
-    elif name.upper() == "H264":
-        pt, rtx_pt, rtpmap, fmtp = PT_H264, PT_H264_RTX, "H264/90000", H264_FMTP
-    else:
+    if name.upper() not in VIDEO_CODECS:
         raise ValueError(f"unsupported codec {name!r}")
+    pt, rtx_pt, rtpmap, fmtp = VIDEO_CODECS[name.upper()]
+    if fmtp_override is not None:
+        fmtp = fmtp_override
     lines = [f"a=rtpmap:{pt} {rtpmap}"] + [f"a=rtcp-fb:{pt} {fb}" for fb in VIDEO_FEEDBACK]
     if fmtp:
         lines.append(f"a=fmtp:{pt} {fmtp}")
@@ -267,7 +277,7 @@ def build_offer(
         pts: list[int] = []
         codec_lines: list[str] = []
         for codec in section.codecs:
-            more_pts, more_lines = _codec_lines(codec, section.rtx, section.kind)
+            more_pts, more_lines = _codec_lines(codec, section.rtx, section.kind, section.fmtp.get(codec))
             pts += more_pts
             codec_lines += more_lines
         lines += [

@@ -16,12 +16,16 @@ import time
 from collections import deque
 from typing import Any
 
+from pathlib import Path
+
 import aiohttp
 from yarl import URL
 
 from sfu.core.certificate import Certificate
 from sfu.testing import media
 from sfu.testing._client import WhepError, _Client
+from sfu.testing.depacketize import EncodedFrame
+from sfu.testing.frames import KEEP_FRAMES, DecodedFrame, FrameReceiver
 from sfu.testing.sdp import EXT_MID, EXT_TWCC, Answer, MediaOffer, build_offer
 from sfu.wire import rtcp
 from sfu.wire.twcc_feedback import FeedbackBuilder
@@ -33,6 +37,8 @@ MAX_TRACKED_GAP = 512  # a jump larger than this is counted, but only its tail i
 RECEIVER_REPORT_INTERVAL_S = 1.0
 TWCC_FEEDBACK_INTERVAL_S = 0.1
 LATENCY_SAMPLES_MAX = 4096  # per kind, most recent kept
+FRAME_EXPIRE_INTERVAL_S = 0.1  # with frame reassembly: check for gaps given up this often
+FRAME_PLI_INTERVAL_S = 0.5  # a viewer that lost a frame asks for a keyframe at most this often
 SEEN_RING = 2048  # per-SSRC duplicate detection window (power of two)
 assert SEEN_RING & (SEEN_RING - 1) == 0
 
@@ -133,12 +139,14 @@ class PacketViewer(_Client):
 
     def __init__(
         self, whep_url: str, token: str | None = None, *, audio: bool = True, video: bool = True,
-        video_codecs: tuple[str, ...] = ("VP8", "H264"), query: dict[str, str] | None = None,
+        video_codecs: tuple[str, ...] = ("VP8", "H264", "VP9", "AV1"), query: dict[str, str] | None = None,
         send_nack: bool = True, send_twcc: bool = True, rtx: bool = False,
         drop_rate: float = 0.0, drop_seed: int | None = None,
         srtp_profiles: tuple[str, ...] = ("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"),
         local_addr: str = "127.0.0.1", extra_check_addrs: int = 0, connect_timeout: float = 10.0,
         http: aiohttp.ClientSession | None = None, certificate: Certificate | None = None,
+        wait_for_publisher: float = 0.0, frames: bool = False, decode: bool = False,
+        keep_frames: int = KEEP_FRAMES,
     ) -> None:
         url = str(URL(whep_url).update_query(query)) if query else whep_url
         super().__init__(
@@ -148,6 +156,11 @@ class PacketViewer(_Client):
         )
         if not audio and not video:
             raise ValueError("nothing to receive")
+        self.wait_for_publisher = wait_for_publisher
+        # reassembly into encoded frames (and decoding with PyAV): see `frames.FrameReceiver`
+        self.receiver: FrameReceiver | None = (
+            FrameReceiver(decode=decode, keep=keep_frames) if frames or decode else None
+        )
         self.audio = audio
         self.video = video
         self.video_codecs = tuple(video_codecs)
@@ -167,7 +180,8 @@ class PacketViewer(_Client):
         self.rate_limited_drops = 0
         self._link_free_at = 0.0
         self._streams: dict[int, _RecvStream] = {}
-        self._latency = {"audio": deque(maxlen=LATENCY_SAMPLES_MAX), "video": deque(maxlen=LATENCY_SAMPLES_MAX)}
+        self._latency: dict[str, deque[int]] = {
+            "audio": deque(maxlen=LATENCY_SAMPLES_MAX), "video": deque(maxlen=LATENCY_SAMPLES_MAX)}
         self._twcc_id = 0
         self._twcc_highest = -1
         self._twcc_arrivals: list[tuple[int, int]] = []  # (extended transport seq, arrival_us)
@@ -177,6 +191,7 @@ class PacketViewer(_Client):
         self.nacks_sent = self.nacked_seqs = self.plis_sent = 0
         self.rr_sent = self.twcc_sent = self.sr_received = self.rtcp_received = 0
         self.srtp_errors = self.srtp_replays = 0
+        self._next_frame_pli = 0.0
 
     def build_offer(self) -> str:
         sections = []
@@ -193,8 +208,67 @@ class PacketViewer(_Client):
         )
 
     async def start(self) -> None:
-        """POST the offer (201 expected, else WhepError(status, body)), ICE + DTLS + SRTP."""
+        """POST the offer (201 expected, else WhepError(status, body)), ICE + DTLS + SRTP.
+
+        With `wait_for_publisher=T`, a 409 (stream not live) is retried as its Retry-After says
+        until T seconds have passed, so a viewer may start before its publisher."""
         await self._connect(self.url, self.build_offer())
+
+    # --- what a test asks ---------------------------------------------------------------
+
+    async def wait_for_frames(self, count: int, timeout: float = 10.0, *, kind: str = "video",
+                              decoded: bool | None = None) -> None:
+        """Return once `count` frames of `kind` were received: reassembled ones with `frames=True`
+        or `decode=True` (decoded ones with `decode=True`, or `decoded=True`), else counted from
+        the packets' probes (synthetic publishers only). TimeoutError with stats at the deadline."""
+        receiver = self.receiver
+        if receiver is None:
+            await self.wait_for(lambda: self._kind_frames(kind) >= count, timeout)
+            return
+        counts = receiver.decoded_counts if (decoded if decoded is not None else receiver.decode) else receiver.counts
+        await self.wait_for(lambda: counts[kind] >= count, timeout)
+
+    def _kind_frames(self, kind: str) -> int:
+        return sum(s.frames for s in self._streams.values() if s.kind == kind)
+
+    def encoded_frames(self, kind: str = "video") -> list[EncodedFrame]:
+        """The last `keep_frames` reassembled frames of `kind` (needs `frames=True` or `decode=True`)."""
+        if self.receiver is None:
+            raise RuntimeError("PacketViewer(frames=True) or (decode=True) keeps frames")
+        return list(self.receiver.encoded[kind])
+
+    def decoded_frames(self, kind: str = "video") -> list[DecodedFrame]:
+        """The last `keep_frames` decoded frames of `kind`: `.frame` is an av.VideoFrame /
+        av.AudioFrame, `.source` the EncodedFrame it came from (needs `decode=True`)."""
+        if self.receiver is None or not self.receiver.decode:
+            raise RuntimeError("PacketViewer(decode=True) decodes frames")
+        return list(self.receiver.decoded[kind])
+
+    def write_video(self, path: str | Path) -> Path:
+        """Write the received video to `path` (IVF for VP8/VP9/AV1, Annex-B for H.264); see
+        `FrameReceiver.write_video`."""
+        if self.receiver is None:
+            raise RuntimeError("PacketViewer(frames=True) or (decode=True) keeps frames")
+        return self.receiver.write_video(path)
+
+    async def select_layer(self, layer: str | None = None, *, max_height: int | None = None,
+                           paused: bool | None = None) -> None:
+        """Ask the server for a simulcast layer (`layer="h"`), a height cap, a pause, or
+        automatic selection (no argument): POST `{resource}/layer` (sfu's extension of WHEP).
+        Raises WhepError on a refusal."""
+        if self.resource_url is None or self._http is None:
+            raise RuntimeError("not connected")
+        body: dict[str, object] = {}
+        if layer is not None:
+            body["layer"] = layer
+        if max_height is not None:
+            body["max_height"] = max_height
+        if paused is not None:
+            body["paused"] = paused
+        async with self._http.post(self.resource_url + "/layer", json=body, headers=self._headers()) as response:
+            text = await response.text()
+            if response.status >= 300:
+                raise WhepError(response.status, text, dict(response.headers))
 
     def _on_answer(self, answer: Answer) -> None:
         for section in answer.media:
@@ -330,6 +404,8 @@ class PacketViewer(_Client):
             stream.padding += 1
             return
         stream.bytes += end - offset
+        if self.receiver is not None:
+            self.receiver.on_packet(kind, codec, ssrc, ext, ts, bool(b1 & 0x80), plain[offset:end], now)
         if fresh:  # RFC 3550 A.8 interarrival jitter, on in-order packets only
             transit = (now_ns * clock) // 1_000_000_000 - ts
             if stream.last_transit is not None:
@@ -412,6 +488,12 @@ class PacketViewer(_Client):
 
     def _periodic(self, now: float) -> float:
         deadline = min(self._next_rr, self._next_twcc if self._twcc_id else now + 1.0)
+        if self.receiver is not None:
+            self.receiver.expire(now)
+            if self.receiver.want_keyframe and now >= self._next_frame_pli:
+                self._next_frame_pli = now + FRAME_PLI_INTERVAL_S
+                self.request_keyframe()
+            deadline = min(deadline, now + FRAME_EXPIRE_INTERVAL_S)
         for stream in self._streams.values():
             if not stream.missing:
                 continue
@@ -537,4 +619,5 @@ class PacketViewer(_Client):
             "started_at": self.started_at,
             "connected_at": self.connected_at,
             "drops": dict(self.drops),
+            "frames": self.receiver.stats() if self.receiver is not None else None,
         }

@@ -80,7 +80,61 @@
       // Location may be relative (RFC 9725 §4.2 allows either): resolve against the request URL.
       location: new URL(loc, url).href,
       etag: resp.headers.get("ETag"),
+      iceServers: parseIceServerLinks(resp.headers.get("Link")),
     };
+  }
+
+  // Split a (possibly comma-joined) Link header value into its link-values, respecting <...> and
+  // quoted strings (RFC 8288 §3), and keep those with rel="ice-server" (RFC 9725 §4.6) as
+  // RTCIceServer dictionaries: {urls, username?, credential?}.
+  function parseIceServerLinks(header) {
+    const servers = [];
+    if (!header) return servers;
+    const values = [];
+    let cur = "", inUri = false, inQuote = false;
+    for (let i = 0; i < header.length; i++) {
+      const c = header[i];
+      if (inQuote) {
+        cur += c;
+        if (c === "\\" && i + 1 < header.length) cur += header[++i];
+        else if (c === '"') inQuote = false;
+      } else if (c === '"') { inQuote = true; cur += c; }
+      else if (c === "<") { inUri = true; cur += c; }
+      else if (c === ">") { inUri = false; cur += c; }
+      else if (c === "," && !inUri) { values.push(cur); cur = ""; }
+      else cur += c;
+    }
+    values.push(cur);
+    for (const v of values) {
+      const m = /^\s*<([^>]*)>(.*)$/.exec(v);
+      if (!m) continue;
+      const attrs = {};
+      const re = /;\s*([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))/g;
+      let a;
+      while ((a = re.exec(m[2])) !== null) {
+        attrs[a[1].toLowerCase()] = a[2] !== undefined ? a[2].replace(/\\(.)/g, "$1") : a[3];
+      }
+      if ((attrs.rel || "").toLowerCase().split(/\s+/).indexOf("ice-server") < 0) continue;
+      const server = { urls: m[1] };
+      if (attrs.username !== undefined) server.username = attrs.username;
+      if (attrs.credential !== undefined) server.credential = attrs.credential;
+      servers.push(server);
+    }
+    return servers;
+  }
+
+  // The ICE servers the endpoint announces in its OPTIONS answer's Link headers (RFC 9725 §4.6),
+  // asked before the peer connection exists so that they take part in its first gathering. [] when
+  // the endpoint announces none or cannot be asked.
+  async function discoverIceServers(url, token) {
+    const headers = {};
+    if (token) headers["Authorization"] = "Bearer " + token;
+    try {
+      const resp = await fetch(url, { method: "OPTIONS", headers, cache: "no-store" });
+      return parseIceServerLinks(resp.headers.get("Link"));
+    } catch (e) {
+      return [];
+    }
   }
 
   async function deleteSession(location, token, keepalive = false) {
@@ -163,6 +217,7 @@
       const c = r.codecId && byId.get(r.codecId);
       return c ? c.mimeType.split("/")[1] : null;
     };
+    const remoteInbound = [];
     report.forEach((r) => {
       if (r.type === "inbound-rtp") {
         const kind = r.kind || r.mediaType;
@@ -187,6 +242,8 @@
         s.codec = codecOf(r);
         const key = r.rid !== undefined && r.rid !== "" ? r.rid : kind;
         out.outbound[key] = s;
+      } else if (r.type === "remote-inbound-rtp") {
+        remoteInbound.push(r);
       } else if (r.type === "transport" && r.selectedCandidatePairId) {
         const p = byId.get(r.selectedCandidatePairId);
         if (p) {
@@ -198,6 +255,16 @@
         }
       }
     });
+    // What the server's receiver reports say about each sent stream (RFC 3550 §6.4.2): loss and RTT
+    // on the publisher leg, as o.fractionLost (0..1), o.roundTripTime (s), o.packetsLost.
+    for (const r of remoteInbound) {
+      const local = byId.get(r.localId);
+      if (!local) continue;
+      const key = local.rid !== undefined && local.rid !== "" ? local.rid : (local.kind || local.mediaType);
+      const o = out.outbound[key];
+      if (!o) continue;
+      Object.assign(o, pick(r, ["fractionLost", "roundTripTime", "packetsLost", "jitter"]));
+    }
     return out;
   }
 
@@ -215,6 +282,7 @@
       connectedAt: null,     // performance.now() when connectionState became "connected"
       firstFrameAt: null,    // performance.now() when inbound framesDecoded first became > 0
       firstAudioAt: null,    // performance.now() when inbound audio packetsReceived first became > 0
+      iceServers: [],        // from the endpoint's Link headers (RFC 9725 §4.6)
       log: [],
       async stats() {
         const s = await summarizeStats(st.pc);
@@ -226,6 +294,7 @@
         s.connectedAt = st.connectedAt;
         s.firstFrameAt = st.firstFrameAt;
         s.firstAudioAt = st.firstAudioAt;
+        s.iceServers = st.pc ? (st.pc.getConfiguration().iceServers || []) : [];
         return s;
       },
     };
@@ -328,6 +397,11 @@
     st.answeredAt = performance.now();
     st.location = res.location;
     st.etag = res.etag;
+    if (res.iceServers.length) {
+      st.iceServers = res.iceServers;  // for the next connection (reconnects), RFC 9725 §4.6
+      try { pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: res.iceServers })); }
+      catch (e) { console.log(`[sfu ${st.role}] setConfiguration: ${e}`); }
+    }
     setStatus(st, "answered");
     try {
       await pc.setRemoteDescription({ type: "answer", sdp: res.answer });
@@ -350,6 +424,7 @@
   function formatStats(s) {
     const lines = [];
     lines.push(`ice ${s.iceState}, connection ${s.connectionState}`);
+    if (s.iceServers && s.iceServers.length) lines.push(`ice servers ${s.iceServers.map((x) => x.urls).join(" ")}`);
     if (s.candidatePair && s.candidatePair.currentRoundTripTime !== undefined) {
       lines.push(`rtt ${(s.candidatePair.currentRoundTripTime * 1000).toFixed(1)} ms`);
     }
@@ -393,9 +468,20 @@
     tick();
   }
 
+  // Browsers give the camera and microphone only to secure contexts (https://, or http://localhost):
+  // opened over plain http from another host, navigator.mediaDevices is undefined. Say so in words.
+  function insecureContextProblem() {
+    if (global.isSecureContext && navigator.mediaDevices) return null;
+    return `This page was opened over plain http (${location.origin}), so the browser will not ` +
+      "share a camera or microphone with it: browsers allow that only on https:// pages or on " +
+      "http://localhost. Ask the operator to start the server with --tls-cert and --tls-key and " +
+      "open this page over https://, or publish with OBS instead.";
+  }
+
   global.WhipWhep = {
-    ICE_GATHER_TIMEOUT_MS, params, waitIceGathering, postOffer, deleteSession, preferCodec,
+    ICE_GATHER_TIMEOUT_MS, params, waitIceGathering, postOffer, parseIceServerLinks, discoverIceServers,
+    deleteSession, preferCodec,
     summarizeStats, makeState, setStatus, fail, watchConnection, watchFirstMedia, negotiate, stop,
-    formatStats, showStats, HttpError,
+    formatStats, showStats, HttpError, insecureContextProblem,
   };
 })(window);

@@ -60,6 +60,11 @@ def is_stun(data: bytes) -> bool:
     return int.from_bytes(data[4:8], "big") == MAGIC_COOKIE
 
 
+def is_binding_request(data: bytes) -> bool:
+    """A STUN Binding request (RFC 8489 §5: method Binding, class request), by its header alone."""
+    return len(data) >= HEADER_LENGTH and data[0] == 0 and data[1] == BINDING_REQUEST_TYPE
+
+
 def peek_username(data: bytes) -> bytes | None:
     """USERNAME of a STUN message without building objects; None on junk. Never raises."""
     if not is_stun(data):

@@ -297,19 +297,26 @@ class GstPublisher:
         extra_args: Sequence[str] = (),
         connect_timeout: float = DEFAULT_TIMEOUT_S,
         wait_connected: bool = True,
+        netns: str | None = None,
+        local_address: str = "127.0.0.1",
+        url: str | None = None,
     ) -> None:
+        """`netns`: run inside that network namespace (`ip netns exec`), checking from
+        `local_address` and POSTing to `url` (an address the namespace reaches)."""
         if token is None:
             token = server.mint_token(stream, publish=True, subscribe=False)
         self.args = [
             GST_PYTHON, "-u", str(GST_PUBLISHER),
-            "--url", server.whip_url(stream),
+            "--url", url or server.whip_url(stream),
             "--token", token,
             "--key-int-max", str(key_int_max),
             "--duration", str(duration),
             "--connect-timeout", str(connect_timeout),
             # the server runs on loopback: check from loopback (libnice skips it by default)
-            "--local-address", "127.0.0.1",
+            "--local-address", local_address,
         ]
+        if netns is not None:
+            self.args[:0] = ["ip", "netns", "exec", netns]
         if not audio:
             self.args.append("--no-audio")
         if not video:
@@ -323,6 +330,8 @@ class GstPublisher:
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self.connected = asyncio.Event()
+        self.frames: int | None = None  # "FRAMES <n>" at exit (--count-frames)
+        self.keyframes: list[int] = []  # "KEYS <i> ..." at exit: keyframe indices among those frames
         self._readers: list[asyncio.Task[None]] = []
 
     @property
@@ -338,6 +347,10 @@ class GstPublisher:
             sink.append(text)
             if is_stdout and text.strip() == "CONNECTED":
                 self.connected.set()
+            if is_stdout and text.startswith("FRAMES "):
+                self.frames = int(text.split()[1])
+            if is_stdout and text.startswith("KEYS"):
+                self.keyframes = [int(i) for i in text.split()[1:]]
 
     async def __aenter__(self) -> GstPublisher:
         if not os.path.exists(GST_PYTHON):
@@ -393,5 +406,5 @@ class GstPublisher:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         code = await self._stop()
         if exc_type is not None or code not in (0, None):
-            print(f"----- GStreamer publisher {' '.join(self.args[2:])} exited with {code}; stderr:\n"
+            print(f"----- GStreamer publisher {' '.join(self.args)} exited with {code}; stderr:\n"
                   f"{self.stderr}\n-----", file=sys.stderr)

@@ -10,7 +10,8 @@ from our STUN checks. The offer is POSTed with urllib (Debian 12's GStreamer has
 the answer.
 
 stdout: "CONNECTED" once webrtcbin's peer connection state says connected (ICE and DTLS are up);
-nothing else.
+with --count-frames, at exit, "FRAMES <n>" (video frames handed to the payloader since the start)
+and "KEYS <i> ..." (the indices of the keyframes among them); nothing else.
 stderr: progress and errors. Exit status 0 after --duration (or SIGTERM/SIGINT, after a DELETE of
 the session), non-zero on any error.
 """
@@ -36,6 +37,7 @@ OPUS_PT = 111
 HTTP_TIMEOUT_S = 10.0
 CAPS_WAIT_TIMEOUT_MS = 5000  # negotiated caps on every webrtcbin sink pad before the offer
 CAPS_POLL_MS = 20
+DRAIN_S = 1.0  # --count-frames: after --duration, time left for the last retransmissions
 
 
 def log(msg: str) -> None:
@@ -69,7 +71,7 @@ def build_pipeline(args: argparse.Namespace) -> str:
             f"x264enc name=venc tune=zerolatency speed-preset=ultrafast key-int-max={args.key_int_max} "
             f"bitrate={args.bitrate} ! "
             "video/x-h264,profile=constrained-baseline ! "
-            f"rtph264pay config-interval=-1 pt={H264_PT} aggregate-mode=zero-latency ! "
+            f"rtph264pay name=vpay config-interval=-1 pt={H264_PT} aggregate-mode=zero-latency ! "
             f"application/x-rtp,media=video,encoding-name=H264,payload={H264_PT},clock-rate=90000 ! "
             "webrtc."
         )
@@ -120,7 +122,19 @@ class Publisher:
             if trans is None:
                 break
             trans.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
+            video_index = 0 if args.no_audio else 1  # audio first, as in build_pipeline
+            if args.nack and i == video_index and not args.no_video:
+                # answer the server's NACKs (webrtcbin: RFC 4588 RTX from a send history)
+                trans.set_property("do-nack", True)
             i += 1
+
+        self.draining = False
+        self.frames = 0
+        self.keyframes: list[int] = []  # indices (among all frames encoded) of the keyframes
+        if args.count_frames:
+            pay = self.pipeline.get_by_name("vpay")
+            if pay is not None:
+                pay.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self.count_frame)
 
         if args.ignore_pli:
             # Keyframe requests (RTCP PLI/FIR from the server) reach the encoder as upstream
@@ -128,6 +142,16 @@ class Publisher:
             enc = self.pipeline.get_by_name("venc")
             if enc is not None:
                 enc.get_static_pad("src").add_probe(Gst.PadProbeType.EVENT_UPSTREAM, self.drop_force_key_unit)
+
+    def count_frame(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        """One encoded frame (an access unit from x264enc) on its way to the payloader."""
+        if self.draining:
+            return Gst.PadProbeReturn.DROP  # past --duration: nothing new, retransmissions still served
+        buf = info.get_buffer()
+        if buf is not None and not buf.has_flags(Gst.BufferFlags.DELTA_UNIT):
+            self.keyframes.append(self.frames)
+        self.frames += 1
+        return Gst.PadProbeReturn.OK
 
     def drop_force_key_unit(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         event = info.get_event()
@@ -150,6 +174,9 @@ class Publisher:
             GLib.timeout_add(int(self.args.connect_timeout * 1000), self.on_connect_timeout)
         self.loop.run()
         self.pipeline.set_state(Gst.State.NULL)
+        if self.args.count_frames:
+            print(f"FRAMES {self.frames}", flush=True)
+            print("KEYS " + " ".join(map(str, self.keyframes)), flush=True)
         return self.exit_code
 
     def finish(self, code: int) -> None:
@@ -170,6 +197,13 @@ class Publisher:
         return GLib.SOURCE_REMOVE
 
     def on_duration(self) -> bool:
+        if self.args.count_frames and not self.draining:
+            # stop sending video but stay for a second: the last frames' lost packets can still be
+            # asked for and resent before the DELETE (the frame count is then exact)
+            log(f"ran for {self.args.duration} s: no more video, stopping in {DRAIN_S} s")
+            self.draining = True
+            GLib.timeout_add(int(DRAIN_S * 1000), self.on_duration)
+            return GLib.SOURCE_REMOVE
         log(f"ran for {self.args.duration} s: stopping")
         self.finish(0)
         return GLib.SOURCE_REMOVE
@@ -315,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-audio", action="store_true")
     ap.add_argument("--no-video", action="store_true")
     ap.add_argument("--ignore-pli", action="store_true", help="drop keyframe requests, as OBS does")
+    ap.add_argument("--nack", action="store_true", help="answer NACKs (webrtcbin do-nack: RTX retransmissions)")
+    ap.add_argument("--count-frames", action="store_true", help='print "FRAMES <n>" at exit (see the docstring)')
     ap.add_argument("--print-offer", action="store_true", help="write the offer and the answer to stderr")
     args = ap.parse_args(argv)
     if args.no_audio and args.no_video:

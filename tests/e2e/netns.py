@@ -6,6 +6,7 @@
         ns.chromium         # an executable wrapper: Chromium run inside the namespace
         await ns.limit_rate(300)            # tc tbf on the host end: traffic towards the viewer
         await ns.add_random_loss(5, port)   # nftables in the namespace: drop 5 % of UDP from `port`
+        await ns.add_link_loss(5, port)     # ... of UDP from and to `port` (a publisher's lossy link)
 
 Everything is created by this object and only this object: one namespace, one veth pair with a
 private /30 that is free on this host, a qdisc on the host end, one nftables table inside the
@@ -20,12 +21,15 @@ pipes, which survive `ip netns exec`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import ipaddress
 import os
 import shutil
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
@@ -191,6 +195,28 @@ class ViewerNetns:
                   "counter", "drop")
         self._loss_rule = True
 
+    async def add_link_loss(self, percent: int, server_port: int) -> None:
+        """Drop `percent` % of the UDP datagrams between the namespace and the server's `server_port`,
+        each way (a client whose own link loses: media and RTCP up, answers and NACKs down)."""
+        assert self.ns is not None and 0 <= percent <= 100
+        await self.clear_loss()
+        nft = ("ip", "netns", "exec", self.ns, "nft")
+        await run(*nft, "add", "table", "inet", NFT_TABLE)
+        for chain, hook, match in (("input", "input", "sport"), ("output", "output", "dport")):
+            await run(*nft, "add", "chain", "inet", NFT_TABLE, chain,
+                      f"{{ type filter hook {hook} priority 0 ; policy accept ; }}")
+            await run(*nft, "add", "rule", "inet", NFT_TABLE, chain,
+                      "udp", match, str(server_port), "numgen", "random", "mod", "100", "<", str(percent),
+                      "counter", "drop")
+        self._loss_rule = True
+
+    async def loss_dropped_each(self) -> list[int]:
+        """Datagrams dropped so far by each loss rule (their nftables counters, in rule order)."""
+        assert self.ns is not None
+        out = await run("ip", "netns", "exec", self.ns, "nft", "list", "table", "inet", NFT_TABLE, check=False)
+        words = out.split()
+        return [int(words[i + 1]) for i, w in enumerate(words[:-1]) if w == "packets"]
+
     async def loss_dropped(self) -> int:
         """Datagrams dropped so far by the loss rule (its nftables counter)."""
         assert self.ns is not None
@@ -209,3 +235,95 @@ class ViewerNetns:
 
     def describe(self) -> dict[str, Any]:
         return {"ns": self.ns, "host_if": self.host_if, "host_ip": self.host_ip, "viewer_ip": self.viewer_ip}
+
+
+class TwoAddressNetns:
+    """A namespace shaped like a host with several addresses: loopback plus one link holding two
+    IPv4 and two IPv6 addresses (a primary and a secondary each). Nothing crosses into the root
+    namespace; code runs inside it with `inside()` (the calling thread joins it, so every socket
+    created meanwhile, the server's and the clients', lives there) and Chromium through `chromium`.
+
+        async with TwoAddressNetns("pktinfo") as ns:
+            with ns.inside():
+                ...                 # ns.v4 == ("10.214.0.1", "10.214.0.2"), ns.v6 likewise
+
+    Leaving the block deletes the namespace and with it the link."""
+
+    V4 = ("10.214.0.1", "10.214.0.2")
+    V6 = ("fd00:214::1", "fd00:214::2")
+
+    def __init__(self, name_prefix: str) -> None:
+        self.name_prefix = "".join(c for c in name_prefix if c.isalnum() or c == "-")[:20] or "netns"
+        self.ns: str | None = None
+        self.v4, self.v6 = self.V4, self.V6
+        self.chromium: str | None = None
+        self._tmpdir: str | None = None
+
+    async def __aenter__(self) -> TwoAddressNetns:
+        if os.geteuid() != 0:
+            raise NetnsError("network namespaces need root (CI runs the end-to-end tests as root)")
+        namespaces = (await run("ip", "netns", "list")).split()
+        for i in range(100):
+            ns = f"{self.name_prefix}-{os.getpid()}-{i}"
+            if ns not in namespaces:
+                break
+        else:
+            raise NetnsError("no free namespace name")
+        await run("ip", "netns", "add", ns)
+        self.ns = ns
+        try:
+            await run("ip", "-n", ns, "link", "set", "lo", "up")
+            # a veth pair with both ends inside: a link with carrier, no route out of the namespace
+            await run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+            for ip in self.v4:
+                await run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            for ip in self.v6:
+                await run("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", "eth0", "nodad")
+            for link in ("eth0", "eth1"):
+                await run("ip", "-n", ns, "link", "set", link, "up")
+            self._tmpdir = tempfile.mkdtemp(prefix=f"{self.name_prefix}-")
+            self.chromium = os.path.join(self._tmpdir, "chromium-in-netns")
+            with open(self.chromium, "w") as f:
+                f.write(f'#!/bin/sh\nexec ip netns exec {ns} {CHROMIUM} "$@"\n')
+            os.chmod(self.chromium, stat.S_IRWXU)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.ns is not None:
+            try:
+                await run("ip", "netns", "del", self.ns)
+            except NetnsError as e:
+                print(f"TwoAddressNetns clean-up: {e}", file=sys.stderr)
+            self.ns = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Run the calling thread in the namespace for the block (setns(2), CLONE_NEWNET)."""
+        assert self.ns is not None
+        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        there = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
+        try:
+            _setns(there)
+            try:
+                yield
+            finally:
+                _setns(here)
+        finally:
+            os.close(here)
+            os.close(there)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)  # os.setns arrives with Python 3.12
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")

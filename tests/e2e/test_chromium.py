@@ -36,17 +36,29 @@ async def test_camera_and_mic_published_and_watched(context, server, codec):
     await wait_for(viewer, "s => s.video.framesDecoded >= 30", what="30 decoded frames", pages=[publisher])
 
 
-async def test_audio_only_publisher_watched_by_audio_video_viewer(context, server):
-    publisher = await open_publisher(context, server, "radio", audio=True, video=False)
-    viewer = await open_viewer(context, server, "radio")  # offers audio + video
+@pytest.mark.parametrize("order", ["audio-first", "video-first"])
+async def test_audio_only_publisher_watched_by_audio_video_viewer(context, server, order):
+    """A viewer that offers audio + video watches an audio-only stream in either transceiver order
+    (players usually add video first: the offer's first section, the bundle's transport, is then
+    the one the stream cannot feed; it is answered inactive inside the bundle, never port 0)."""
+    stream = f"radio-{order}"
+    publisher = await open_publisher(context, server, stream, audio=True, video=False)
+    viewer = await open_viewer(context, server, stream, order=order)
 
-    await wait_for(viewer, AUDIO_RECEIVED, what="received audio", pages=[publisher])
+    # audio really arrives and plays: packets and decoded samples, growing
+    first = await wait_for(viewer, AUDIO_RECEIVED, what="received audio", pages=[publisher])
+    await wait_for(viewer, f"s => s.audio.totalSamplesReceived > {first['audio']['totalSamplesReceived']} + 48000",
+                   what="one more second of audio samples", pages=[publisher])
     state = await viewer.state()
     assert state["error"] is None, state
-    # The answer keeps the video section in place (rejected or inactive), never drops it.
+    # The answer keeps both sections in the offer's order, both in the BUNDLE group, none rejected.
+    offered = re.findall(r"^m=(\w+) ", state["localSdp"], re.M)
+    assert offered == (["video", "audio"] if order == "video-first" else ["audio", "video"]), state["localSdp"]
     sections = re.findall(r"^m=(\w+) (\d+)", state["remoteSdp"], re.M)
-    assert [kind for kind, _ in sections] == ["audio", "video"], state["remoteSdp"]
+    assert [kind for kind, _ in sections] == offered and all(port != "0" for _, port in sections), state["remoteSdp"]
+    assert re.search(r"^a=group:BUNDLE \S+ \S+", state["remoteSdp"], re.M), state["remoteSdp"]
     stats = await viewer.stats()
+    assert stats["connectionState"] == "connected", stats
     assert stats["video"] is None or not stats["video"].get("framesDecoded"), stats
 
 

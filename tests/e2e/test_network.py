@@ -31,6 +31,7 @@ from e2e_helpers import (
 from netns import ViewerNetns
 
 import sfu
+from sfu.core.sessions import public_id
 
 pytestmark = pytest.mark.e2e
 
@@ -120,8 +121,9 @@ async def netns_context(netns: ViewerNetns, request: pytest.FixtureRequest) -> A
 
 
 def session_id(stats: dict[str, Any]) -> str:
-    """The server's session id of a page, from the Location of its WHIP/WHEP session."""
-    return urllib.parse.unquote(stats["location"].rstrip("/").rsplit("/", 1)[1])
+    """The name a page's session goes by in the server's stats: the public id derived from the
+    (secret) session id at the end of the Location of its WHIP/WHEP session."""
+    return public_id(urllib.parse.unquote(stats["location"].rstrip("/").rsplit("/", 1)[1]))
 
 
 def video_layer(server: Any, sid: str) -> dict[str, Any]:

@@ -116,7 +116,7 @@ async def test_unknown_session_resources(server):
         async with http.patch(server.whip_url("shop") + "/nope", data="a=ice-ufrag:abcd\r\n", headers=headers) as r:
             assert r.status == 404
         async with http.delete(server.whip_url("shop") + "/nope", headers=headers) as r:
-            assert r.status == 200  # DELETE is idempotent (RFC 9725 §4.2)
+            assert r.status == 404  # an unknown session URL (RFC 9725 §4.3)
 
 
 async def test_patch_trickle_and_ice_restart(server):

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sfu.config import Config
 from sfu.errors import BadRequest, Conflict, NotFound, Overloaded, PreconditionFailed, SfuError, Unprocessable
 from sfu.io.http import build_app
+from sfu.keys import KeySet
 from sfu.core.session_api import Created, Patched
 from sfu.tokens import mint
 
@@ -364,11 +365,11 @@ async def test_whep_viewer_token_required(make_client, api):
 # -- DELETE -------------------------------------------------------------------------------------------
 
 
-async def test_delete_idempotent(client, api):
+async def test_delete_then_404(client, api):
+    """RFC 9725 §4.3: a session URL that no longer exists answers 404."""
     location = (await publish(client)).headers["Location"]
-    for _ in range(2):
-        resp = await client.session.delete(location, headers=bearer())
-        assert resp.status == 200
+    assert (await client.session.delete(location, headers=bearer())).status == 200
+    assert (await client.session.delete(location, headers=bearer())).status == 404
     assert [c for c in api.calls if c[0] == "delete"] == [("delete", "whip", "live", "s1")] * 2
     assert api.sessions == {}
 
@@ -464,13 +465,15 @@ async def test_healthz_stats_metrics(make_client, api):
     await client.post("/whip/live", data=OFFER, headers=SDP)  # 401
     resp = await client.get("/healthz")
     assert (resp.status, await resp.text()) == (200, "ok")
-    assert await (await client.get("/api/stats")).json() == {"sessions": 1}
-    metrics = await client.get("/metrics")
+    admin = {"Authorization": "Bearer " + KeySet.from_config(SECRET).mint("*", admin=True)}
+    assert (await client.get("/api/stats")).status == 401  # the admin credential (tests/integration/test_admin.py)
+    assert await (await client.get("/api/stats", headers=admin)).json() == {"sessions": 1}
+    metrics = await client.get("/metrics", headers=admin)
     assert metrics.headers["Content-Type"].startswith("text/plain")
     text = await metrics.text()
     assert 'sfu_http_responses_total{route="/whip/{stream}",status="201"} 1.0' in text
     assert 'sfu_http_responses_total{route="/whip/{stream}",status="401"} 1.0' in text
-    assert 'sfu_http_rejected_total{reason="unauthorized"} 1.0' in text
+    assert 'sfu_http_rejected_total{reason="unauthorized"} 2.0' in text
     await client.get("/no/such/thing")
     assert registry.get_sample_value("sfu_http_responses_total", {"route": "unmatched", "status": "404"}) == 1
     assert registry.get_sample_value("sfu_http_rejected_total", {"reason": "not_found"}) == 1

@@ -9,9 +9,15 @@ import time
 import aiohttp
 
 import sfu
+from sfu.core.sessions import public_id
 from sfu.testing import PacketPublisher, PacketViewer
+from sfu.wire import rtcp
 
 RIDS = ["q", "h", "f"]  # 320x180 / 640x360 / 1280x720 at 62 k / 250 k / 1 Mbit/s
+
+
+def admin_header(server) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.mint_admin_token()}"}
 
 
 def _layer_state(server: sfu.Server, viewer_id: str | None = None) -> dict:
@@ -21,7 +27,8 @@ def _layer_state(server: sfu.Server, viewer_id: str | None = None) -> dict:
 
 
 def _session_id(viewer: PacketViewer) -> str:
-    return viewer.resource_url.rstrip("/").rsplit("/", 1)[1]
+    """The viewer's name in the stats: the public id of the session URL it was given."""
+    return public_id(viewer.resource_url.rstrip("/").rsplit("/", 1)[1])
 
 
 async def _until(predicate, timeout: float, step: float = 0.05) -> float:
@@ -53,10 +60,11 @@ async def test_viewers_get_the_layer_they_ask_for() -> None:
                 assert publisher.stats["twcc_feedback_received"] > 0  # the server gives feedback
                 layers = server.stats()["streams"]["shop"]["tracks"][1]["layers"]
                 assert sorted(layer["height"] for layer in layers) == [180, 360, 720]
-                async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
+                async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics", headers=admin_header(server)) as resp:
                     text = await resp.text()
-                assert text.count("sfu_viewer_bandwidth_estimate_bps{") == 4
-                assert 'current="q"' in text and "sfu_viewer_layer_switches_total{" in text
+                # bounded cardinality: viewers by layer, never by session (tests/integration/test_quality_figures.py)
+                assert 'sfu_viewers{layer="q"} 1.0' in text and 'sfu_viewers{layer="h"} 2.0' in text
+                assert 'sfu_viewers{layer="f"} 1.0' in text and "session=" not in text
             finally:
                 for viewer in viewers:
                     await viewer.stop()
@@ -165,8 +173,42 @@ async def test_an_overloaded_server_sends_lower_layers_until_media_stops_waiting
             guard = server.stats()["overload"]
             assert guard["cuts"] >= 2 and guard["ceiling_bps"] is not None
             assert guard["queue_delay_max_ms"] > 0
-            async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics") as resp:
+            async with aiohttp.ClientSession() as http, http.get(server.http_url + "/metrics", headers=admin_header(server)) as resp:
                 text = await resp.text()
             ceiling = next(line for line in text.splitlines() if line.startswith("sfu_overload_ceiling_bps "))
             assert 0 < float(ceiling.split()[1]) < 1_000_000  # below the top layer's need (it goes on falling)
             assert "sfu_media_queue_delay_seconds " in text and "sfu_overload_cuts_total " in text
+
+
+class RembOnlyViewer(PacketViewer):
+    """A viewer that negotiates REMB but not transport-wide feedback (no transport-cc rtcp-fb, no
+    transport-wide sequence extension), like older libwebrtc players; the test sends its REMBs."""
+
+    def build_offer(self) -> str:
+        lines = [line for line in super().build_offer().split("\r\n")
+                 if "transport-cc" not in line and "transport-wide-cc" not in line]
+        return "\r\n".join(lines)
+
+    def send_remb(self, bps: int) -> None:
+        self._send_rtcp(rtcp.serialize([rtcp.ReceiverReport(self.ssrc, []), rtcp.Remb(self.ssrc, bps, [])]))
+
+
+async def test_remb_only_viewer_layer_follows_its_remb_down_and_up() -> None:
+    async with sfu.Server(sfu.Config.for_tests()) as server:
+        pub, sub = server.mint_token("remb", publish=True), server.mint_token("remb", subscribe=True)
+        async with PacketPublisher(server.whip_url("remb"), pub, simulcast_rids=RIDS, keyframe_interval=1.0), \
+                RembOnlyViewer(server.whep_url("remb"), sub, send_twcc=False) as viewer:
+            viewer_id = _session_id(viewer)
+            await viewer.wait_for(lambda: viewer.stats["video"]["resolution"] == (1280, 720), timeout=10)
+            state = _layer_state(server, viewer_id)
+            assert state["bwe"]["feedback"] == "remb" and state["bwe"]["rembs"] == 0
+            viewer.send_remb(200_000)  # the receiver's estimate fell: only q (62 k) fits next to audio
+            took = await _until(lambda: _layer_state(server, viewer_id)["current_layer"] == "q", timeout=5)
+            assert took < 3.0, _layer_state(server, viewer_id)
+            await viewer.wait_for(lambda: viewer.stats["video"]["resolution"] == (320, 180), timeout=5)
+            assert _layer_state(server, viewer_id)["estimate_bps"] == 200_000
+            viewer.send_remb(3_000_000)  # and rose again: back to f once the hold-off (4 s) ends
+            await _until(lambda: _layer_state(server, viewer_id)["current_layer"] == "f", timeout=10)
+            await viewer.wait_for(lambda: viewer.stats["video"]["resolution"] == (1280, 720), timeout=5)
+            state = _layer_state(server, viewer_id)
+            assert state["bwe"]["rembs"] == 2 and state["bwe"]["receiver_reports"] >= 1

@@ -47,10 +47,10 @@ def test_publisher_offer_reads_back_with_the_server_parser() -> None:
         assert section.rtcp_mux and section.ice_ufrag and section.ice_pwd
 
 
-def test_viewer_offer_is_recvonly_with_both_codecs() -> None:
+def test_viewer_offer_is_recvonly_with_every_video_codec() -> None:
     offer = wire_sdp.parse(PacketViewer("http://h/whep", rtx=True).build_offer())
     assert [(m.kind, m.direction) for m in offer.media] == [("audio", "recvonly"), ("video", "recvonly")]
-    assert [c.name for c in offer.media[1].codecs] == ["VP8", "rtx", "H264", "rtx"]
+    assert [c.name for c in offer.media[1].codecs] == ["VP8", "rtx", "H264", "rtx", "VP9", "rtx", "AV1", "rtx"]
 
 
 def test_answer_parser_session_level_defaults() -> None:

@@ -91,13 +91,13 @@ def test_token_creates_then_reuses_the_secret_file(tmp_path, capsys):
     verify(secret, captured.out.strip(), "live", "publish")
     assert main(["token", "--stream", "live", "--publish", "--config", str(path)]) == 0
     captured = capsys.readouterr()
-    assert captured.err == "" and file.read_text().strip() == secret
+    assert "created a new token secret" not in captured.err and file.read_text().strip() == secret
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["token", "--stream", "live", "--secret", SECRET], "--publish, --subscribe or both"),
+        (["token", "--stream", "live", "--secret", SECRET], "--publish, --subscribe, --admin"),
         (["token", "--publish", "--secret", SECRET], "--stream"),
         (["token", "--stream", "live", "--publish", "--ttl", "15d", "--secret", SECRET], "--ttl"),
         (["token", "--stream", "live", "--publish", "--ttl", "soon", "--secret", SECRET], "--ttl"),
@@ -109,6 +109,8 @@ def test_token_creates_then_reuses_the_secret_file(tmp_path, capsys):
         (["serve", "--log-level", "loud"], "invalid choice"),
         (["serve", "--overload-queue-delay-ms", "-5", "--token-secret", SECRET], "overload_queue_delay_ms must be 0 (off)"),
         (["serve", "--bogus"], "unrecognized arguments"),
+        (["serve", "--bogus"], "usage: sfu serve"),  # the subcommand's usage, not the top level's
+        (["token", "--stream", "x", "--publish", "--bogus"], "usage: sfu token"),
         (["bench", "--whip", "http://h/whip", "--whep", "http://h/whep", "--server-args=--no-gso"],
          "--server-args goes with --spawn"),
         (["frobnicate"], "invalid choice"),
@@ -183,6 +185,17 @@ def test_serve_runs_the_server_and_stops_cleanly_on_sigterm(monkeypatch, capsys)
     assert "http://203.0.113.9:8080/whip/live" in out
     assert "http://[2001:db8::9]:8080/whip/live" in out
     assert "http://203.0.113.9:8080/whep/live" in out
+
+
+def test_udp_host_flag_binds_the_media_socket_and_overrides_the_variable(monkeypatch, capsys):
+    FakeServer.instances.clear()
+    monkeypatch.setitem(sys.modules, "sfu.app", types.SimpleNamespace(Server=FakeServer))
+    monkeypatch.setenv("SFU_UDP_HOST", "127.0.0.2")  # the variable still works, the flag wins
+    assert main(["serve", "--public-ip", "127.0.0.1", "--token-secret", SECRET]) == 0
+    assert FakeServer.instances[-1].config.udp_host == "127.0.0.2"
+    assert main(["serve", "--public-ip", "127.0.0.1", "--token-secret", SECRET, "--udp-host", "::1"]) == 0
+    assert FakeServer.instances[-1].config.udp_host == "::1"
+    capsys.readouterr()
 
 
 def test_serve_generates_the_secret_file_the_token_command_reads(monkeypatch, tmp_path, capsys):

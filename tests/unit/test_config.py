@@ -95,6 +95,10 @@ def test_env_types(var, text, expected):
         ('ice_servers = [{urls = "http://x"}]', "ice_servers[0]: 'http://x' is not a stun:"),
         ('ice_servers = [{urls = "turn:x", username = "u"}]', "username and credential go together"),
         ('ice_servers = [{url = "stun:x"}]', "unknown key(s) url"),
+        ('webhook_urls = ["ftp://x"]', "webhook_urls must be a list of http:// or https:// URLs"),
+        ('webhook_urls = ["https://x/hook"]', "webhook_urls needs a webhook_secret"),
+        ("webhook_queue_size = 0", "webhook_queue_size must be >= 1"),
+        ("metrics_stream_labels = -1", "metrics_stream_labels must be 0 (none) .. 1000"),
         ("http_port = ", "not valid TOML"),
     ],
 )

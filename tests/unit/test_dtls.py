@@ -191,6 +191,20 @@ def test_handshake_gives_up(server_cert, client_cert):
     assert client.next_deadline() is None
 
 
+def test_junk_after_release_is_counted_by_reason(server_cert, client_cert):
+    """Every datagram a released server endpoint ignores is counted and its reason returned."""
+    server, client = make_pair(server_cert, client_cert)
+    handshake(server, client)
+    assert server.state == "connected" and server._ssl is None
+    assert server.receive(b"\x17\xfe\xfd" + b"\x00" * 10 + b"\x00\x04abcd", 0.0) == "app-data-after-release"
+    assert server.receive(b"\x15\xfe\xfd" + b"\x00" * 8 + b"\x00\x02\x02\x28", 0.0) == "alert-after-release"
+    assert server.receive(b"\x30" + b"\x00" * 20, 0.0) == "unknown-content-type"
+    assert server.receive(b"\x17\x00", 0.0) == "not-dtls"
+    assert dict(server.drops) == {"app-data-after-release": 1, "alert-after-release": 1, "unknown-content-type": 1, "not-dtls": 1}
+    server.close()
+    assert server.receive(b"\x17\xfe\xfd" + b"\x00" * 10 + b"\x00\x00", 0.0) == "after-end"
+
+
 def test_junk_does_not_crash(server_cert, client_cert):
     server, client = make_pair(server_cert, client_cert)
     server.start(0.0)

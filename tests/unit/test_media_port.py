@@ -78,7 +78,7 @@ def port(monkeypatch):
 
 
 def _dgram(tag: str) -> tuple:
-    return ("rtcp", None, tag.encode(), None)
+    return ("rtcp", None, tag.encode(), None, 0)
 
 
 def test_slow_datagrams_interleave_with_drains_in_order(port):

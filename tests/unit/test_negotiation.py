@@ -414,15 +414,53 @@ def test_viewer_without_publisher_codec_gets_422_not_406() -> None:
     assert info.value.status == 422
 
 
-def test_audio_only_stream_rejects_video_in_place() -> None:
+def test_audio_only_stream_answers_video_inactive_in_the_bundle() -> None:
     audio_only = publish("chrome_audio_only").tracks
     result = subscribe(audio_only)
     answer = check_shape(samples.CHROME_WHEP_RECVONLY, result.sdp)
-    assert [m.port for m in answer.media] == [9, 0]
-    assert answer.media[1].mid == "1" and answer.media[1].direction == "inactive"
-    assert "m=video 0 UDP/TLS/RTP/SAVPF 96\r\n" in result.sdp
+    assert [m.port for m in answer.media] == [9, 9]
+    video = answer.media[1]
+    assert video.mid == "1" and video.direction == "inactive"
+    assert answer.bundle_group().mids == ["0", "1"]  # type: ignore[union-attr]
+    # the viewer's first video codec, echoed without feedback or extensions; no SSRCs announced
+    assert [c.name for c in video.codecs] == ["VP8"] and video.codecs[0].rtcp_fb == []
+    assert video.extmaps == [] and video.ssrcs == [] and video.msid is None
     (track,) = result.tracks
     assert track.red_payload_type == 63 and track.payload_type == 111  # both sides have RED
+
+
+def _video_first(desc: SessionDescription) -> None:
+    """A player's order: video transceiver added before audio (m=video is the first section)."""
+    desc.media.reverse()
+    desc.groups[0].mids = [m.mid for m in desc.media]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("order", ["audio-first", "video-first"])
+def test_audio_only_stream_either_section_order(order: str) -> None:
+    """Chromium takes the bundle's transport from the first section: whichever order the viewer
+    offered, the first section is never port 0 and every section stays in the BUNDLE group."""
+    offer = samples.CHROME_WHEP_RECVONLY if order == "audio-first" else edit(samples.CHROME_WHEP_RECVONLY, _video_first)
+    result = subscribe(publish("chrome_audio_only").tracks, offer)
+    answer = check_shape(offer, result.sdp)
+    offered = sdp.parse(offer)
+    assert [m.port for m in answer.media] == [9, 9]
+    assert answer.bundle_group().mids == [m.mid for m in offered.media]  # type: ignore[union-attr]
+    assert answer.media[0].candidates == LOCAL.candidates  # the bundle's transport, whatever kind
+    directions = {m.kind: m.direction for m in answer.media}
+    assert directions == {"audio": "sendonly", "video": "inactive"}
+    (track,) = result.tracks
+    assert track.mid == next(m.mid for m in offered.media if m.kind == "audio")
+
+
+@pytest.mark.parametrize("order", ["audio-first", "video-first"])
+def test_video_only_stream_either_section_order(order: str) -> None:
+    offer = samples.CHROME_WHEP_RECVONLY if order == "audio-first" else edit(samples.CHROME_WHEP_RECVONLY, _video_first)
+    result = subscribe(publish("obs30").tracks[1:], offer)
+    answer = check_shape(offer, result.sdp)
+    assert [m.port for m in answer.media] == [9, 9]
+    assert {m.kind: m.direction for m in answer.media} == {"audio": "inactive", "video": "sendonly"}
+    audio = next(m for m in answer.media if m.kind == "audio")
+    assert [c.name for c in audio.codecs] == ["opus"]  # not RED: the offer's first media codec
 
 
 def test_kind_mismatch_only_is_422() -> None:
@@ -438,7 +476,7 @@ def test_kind_mismatch_only_is_422() -> None:
         subscribe(())
 
 
-def test_extra_sections_rejected_in_place() -> None:
+def test_extra_sections_answered_inactive_in_place() -> None:
     def three_sections(desc: SessionDescription) -> None:
         extra = sdp.parse(desc.to_string()).media[1]
         extra.mid = "2"
@@ -448,7 +486,8 @@ def test_extra_sections_rejected_in_place() -> None:
     offer = edit(samples.CHROME_WHEP_RECVONLY, three_sections)
     result = subscribe(publish("chrome_simulcast").tracks, offer)
     answer = check_shape(offer, result.sdp)
-    assert [m.port for m in answer.media] == [9, 9, 0]
+    assert [m.port for m in answer.media] == [9, 9, 9]
+    assert [m.direction for m in answer.media] == ["sendonly", "sendonly", "inactive"]
     assert [t.source_index for t in result.tracks] == [0, 1]
 
 
@@ -523,14 +562,16 @@ def test_viewer_opus_channels_must_match() -> None:
         subscribe(publish("chrome_simulcast").tracks, offer)
 
 
-def test_viewer_sendonly_section_rejected_and_cname() -> None:
+def test_viewer_sendonly_section_inactive_and_cname() -> None:
     def sendonly_audio(desc: SessionDescription) -> None:
         desc.media[0].direction = "sendonly"
 
     offer = edit(samples.CHROME_WHEP_RECVONLY, sendonly_audio)
     result = neg.answer_subscribe(offer, LOCAL, publish("obs30").tracks, ssrcs(7), "s", cname="viewer-cname")
     answer = sdp.parse(result.sdp)
-    assert [m.port for m in answer.media] == [0, 9]
+    # the viewer's first section carries nothing but stays in the bundle (its transport is the bundle's)
+    assert [(m.port, m.direction) for m in answer.media] == [(9, "inactive"), (9, "sendonly")]
+    assert answer.bundle_group().mids == ["0", "1"]  # type: ignore[union-attr]
     assert {a.value for a in answer.media[1].ssrcs if a.name == "cname"} == {"viewer-cname"}
     assert result.tracks[0].ssrc == 7 and result.tracks[0].rtx_ssrc == 8
 

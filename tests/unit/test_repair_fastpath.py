@@ -193,3 +193,19 @@ def test_viewers_without_nack_allocate_nothing_and_publisher_teardown_frees_stor
     publisher.unbind_all()
     assert st.retransmission_store is None
     assert publisher.take_twcc() == []                               # no arrival ring unless set
+
+
+def test_frames_counted_by_advancing_timestamps():
+    """InStream.frames: packets that advance the highest RTP timestamp (one per frame however many
+    packets it has; late, reordered and duplicate packets of older frames do not count)."""
+    router = _fastpath.Router(-1, socket.AF_INET)
+    router.capture(True)
+    st = _fastpath.InStream(None, 0x43, _fastpath.CODEC_AUDIO, 111, 48000)
+
+    def packet(seq: int, ts: int) -> bytes:
+        return struct.pack("!BBHII", 0x80, 111, seq, ts, 0x43) + b"\x01\x02\x03"
+
+    # frames at ts 0 (2 packets), 3000 (3 packets, one arriving after the next frame), 6000, 9000
+    for seq, ts in ((1, 0), (2, 0), (3, 3000), (4, 3000), (6, 6000), (5, 3000), (6, 6000), (7, 9000)):
+        router.inject(st, packet(seq, ts), 1.0)
+    assert st.frames == 4 and st.packets == 7

@@ -17,6 +17,7 @@ from sfu._fastpath import (
     SRTP_ERR_CAPACITY,
     SRTP_ERR_REPLAY,
     SRTP_ERR_SHORT,
+    SRTP_REPLAY_WINDOW,
     SrtpContext,
     SrtpError,
     srtp_key_lengths,
@@ -300,23 +301,47 @@ def test_cdef_index_path_matches_wrapper(profile):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_replay_and_reorder_window(profile):
+    """A 1024-packet window as libwebrtc sets it (libsrtp's default is 128): a same-SSRC
+    retransmission hundreds of packets late is accepted, a true replay never."""
+    assert SRTP_REPLAY_WINDOW == 1024
     ours_tx, ours_rx, _, _ = pair(profile, seed=9)
-    protected = {seq: ours_tx._protect_with_index(rtp(seq, payload=b"p"), seq) for seq in range(300)}
-    ours_rx.unprotect(protected[200])
+    protected = {seq: ours_tx._protect_with_index(rtp(seq, payload=b"p"), seq) for seq in range(2200)}
+    ours_rx.unprotect(protected[2000])
     with pytest.raises(SrtpError) as excinfo:
-        ours_rx.unprotect(protected[200])                  # duplicate
+        ours_rx.unprotect(protected[2000])                 # duplicate
     assert code_of(excinfo) == SRTP_ERR_REPLAY
-    ours_rx.unprotect(protected[150])                      # late but inside the window
-    ours_rx.unprotect(protected[73])                       # 127 behind: the oldest accepted
-    for seq in (150, 73, 72, 0):                           # seen, seen, 128 behind, too old
+    ours_rx.unprotect(protected[1500])                     # 500 behind: refused by a 128 window
+    ours_rx.unprotect(protected[977])                      # 1023 behind: the oldest accepted
+    for seq in (1500, 977, 976, 0):                        # seen, seen, 1024 behind, too old
         with pytest.raises(SrtpError) as excinfo:
             ours_rx.unprotect(protected[seq])
         assert code_of(excinfo) == SRTP_ERR_REPLAY
-    ours_rx.unprotect(protected[299])                      # jump ahead by 99
-    ours_rx.unprotect(protected[201])                      # still in the window
+    ours_rx.unprotect(protected[2099])                     # jump ahead by 99
+    ours_rx.unprotect(protected[1101])                     # 998 behind the new highest, unseen
     with pytest.raises(SrtpError):
-        ours_rx.unprotect(protected[171])                  # 128 behind 299
+        ours_rx.unprotect(protected[1075])                 # 1024 behind 2099
     assert ours_rx.replays == 6 and ours_rx.unprotected == 5
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_replay_window_ring_forgets_what_it_skipped(profile):
+    """The bitmap is a ring: indices skipped by a jump must not inherit the bits of packets one
+    window earlier (same ring position), and a jump past the window forgets everything."""
+    ours_tx, ours_rx, _, _ = pair(profile, seed=12)
+    protected = {seq: ours_tx._protect_with_index(rtp(seq, payload=b"w"), seq) for seq in range(5200)}
+    for seq in range(1024):
+        ours_rx.unprotect(protected[seq])                  # every ring position set
+    ours_rx.unprotect(protected[1500])                     # skips 1024..1499
+    for seq in (1200, 1024, 1499):                         # same positions as 176, 0, 475: unseen
+        ours_rx.unprotect(protected[seq])
+    with pytest.raises(SrtpError):
+        ours_rx.unprotect(protected[1200])                 # now seen
+    ours_rx.unprotect(protected[5000])                     # past the whole window
+    with pytest.raises(SrtpError):
+        ours_rx.unprotect(protected[3976])                 # 1024 behind
+    ours_rx.unprotect(protected[3977])                     # 1023 behind, never seen
+    ours_rx.unprotect(protected[4500])
+    assert ours_rx.replays == 2
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -6,6 +6,7 @@ from sfu.tokens import (
     CLOCK_SKEW_S,
     DEFAULT_TTL_S,
     MAX_TTL_S,
+    NBF_LEEWAY_S,
     mint,
     parse_authorization,
     parse_ttl,
@@ -73,7 +74,8 @@ def test_mint_needs_a_capability_and_a_valid_stream():
         ("*", "anything", True),
         ("shop-*", "shop-42", True),
         ("shop-*", "shopping", False),
-        ("shop-?", "shop-1", True),
+        ("shop-*-cam", "shop--cam", True),  # `*` matches an empty run too
+        ("a*b*c", "a-x-b-y-c", True),
         ("live", "live", True),
         ("live", "Live", False),  # case-sensitive
         ("live", "live2", False),
@@ -88,13 +90,73 @@ def test_stream_patterns(pattern, stream, allowed):
             verify(SECRET, token, stream, "publish", now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "stream"),
+    [
+        ("shop-?", "shop-1"),  # fnmatch's one-character wildcard
+        ("shop-[0-9]", "shop-1"),  # fnmatch's character class
+        ("shop-[!x]", "shop-1"),
+        ("[a-z]*", "live"),
+    ],
+)
+def test_only_star_is_a_wildcard(pattern, stream):
+    """The docs promise `*` only: `?` and `[...]` in a token's pattern match nothing but themselves.
+    mint refuses them; a token signed elsewhere with one must not widen its scope."""
+    with pytest.raises(ValueError, match="wildcard"):
+        mint(SECRET, pattern, True, True, now=NOW)
+    token = jwt.encode(claims(stream=pattern), SECRET, algorithm="HS256")
+    with pytest.raises(Forbidden, match="stream"):
+        verify(SECRET, token, stream, "publish", now=NOW)
+
+
+def test_regex_characters_in_a_pattern_are_literal():
+    token = mint(SECRET, "a.c", True, False, now=NOW)
+    verify(SECRET, token, "a.c", "publish", now=NOW)
+    with pytest.raises(Forbidden):
+        verify(SECRET, token, "abc", "publish", now=NOW)
+
+
+def test_nbf_is_honoured_with_a_leeway():
+    """RFC 7519 §4.1.5: not before `nbf` (give or take NBF_LEEWAY_S of clock difference)."""
+    token = jwt.encode(claims(nbf=NOW + 600, exp=NOW + 3600), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        verify(SECRET, token, "live", "publish", now=NOW)
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        verify(SECRET, token, "live", "publish", now=NOW + 600 - NBF_LEEWAY_S - 1)
+    verify(SECRET, token, "live", "publish", now=NOW + 600 - NBF_LEEWAY_S)
+    verify(SECRET, token, "live", "publish", now=NOW + 600)
+
+
+@pytest.mark.parametrize("nbf", ["soon", True, 10**400, [1]])
+def test_malformed_nbf_is_refused(nbf):
+    token = jwt.encode(claims(nbf=nbf), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="malformed"):
+        verify(SECRET, token, "live", "publish", now=NOW)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "eyJ\udcffhbGciOiJIUzI1NiJ9.e30.sig",  # a non-UTF-8 byte as aiohttp decodes it (surrogateescape)
+        "abc.d\u00e9f.ghi",  # non-ASCII
+        "abc.def.ghi\x00",
+        "abc def.ghi.jkl",
+    ],
+)
+def test_non_base64url_tokens_are_malformed_not_a_crash(token):
+    with pytest.raises(Unauthorized, match="malformed"):
+        verify(SECRET, token, "live", "publish", now=NOW)
+
+
 def test_capabilities():
     viewer = mint(SECRET, "*", publish=False, subscribe=True, now=NOW)
     verify(SECRET, viewer, "live", "subscribe", now=NOW)
     with pytest.raises(Forbidden, match="publish"):
         verify(SECRET, viewer, "live", "publish", now=NOW)
+    with pytest.raises(Forbidden, match="admin"):
+        verify(SECRET, viewer, "live", "admin", now=NOW)  # the admin capability (sfu/keys.py)
     with pytest.raises(ValueError):
-        verify(SECRET, viewer, "live", "admin", now=NOW)
+        verify(SECRET, viewer, "live", "root", now=NOW)
 
 
 @pytest.mark.parametrize(
