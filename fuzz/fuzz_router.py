@@ -127,7 +127,7 @@ class Scene:
 
     def handle(self, slow: list | None) -> None:
         """What the Python side does with the Router's slow-path datagrams (the parsing part)."""
-        for kind, _ep, data, _addr in slow or ():
+        for kind, _ep, data, *_rest in slow or ():  # (kind, endpoint, bytes, address, ...)
             if kind == fp.KIND_RTCP:
                 try:
                     rtcp.parse_compound(data)

@@ -166,8 +166,6 @@ def _decode(key: bytes, token: str) -> _Decoded:
         raise Unauthorized(f"malformed token: no {e.claim!r} claim") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("malformed token") from None
-    except UnicodeError:  # a header with non-UTF-8 bytes (aiohttp keeps them as surrogates): PyJWT encodes it
-        raise Unauthorized("malformed token") from None
 
     sub, pattern, caps, iat, exp, nbf = (claims.get(k) for k in ("sub", "stream", "caps", "iat", "exp", "nbf"))
     if not (
