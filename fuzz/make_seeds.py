@@ -2,7 +2,7 @@
 """Write the seed corpora (fuzz/corpus/<target>/seed-*) from real samples and the project's own
 builders: the real offers of tests/unit/sdp_samples.py, the RTCP vectors of tests/unit/test_rtcp.py
 (Chrome, pion), STUN requests from `stun.binding_request`, RTP packets of each codec as browsers
-packetize them. Deterministic: re-running rewrites the same files.
+packetize them. Re-running rewrites the files (the same bytes, but for the random STUN transaction ids).
 """
 
 from __future__ import annotations
