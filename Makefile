@@ -1,7 +1,8 @@
 # sfu: one-command set-up on Debian 12 / Ubuntu.
 #   make run    what running needs (compiler and OpenSSL headers when root, venv, build), then `sfu serve`
 #   make test   that, plus the test stack (Chromium, GStreamer, Redis, pytest, aiortc, Playwright), then
-#               the whole suite (unit, sim, integration, e2e with real clients)
+#               the whole suite (unit, sim, integration, e2e with real clients), after a short run of
+#               each fuzz target (fuzz-short; fuzz-long is the long run)
 #   make build  the run set-up alone: .venv with `sfu` on its bin/
 
 PYTHON ?= python3
@@ -68,8 +69,17 @@ run: build
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check sfu tests bench
 
-test: build test-deps lint
+test: build test-deps lint fuzz-short
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Fuzzing (docs/security.md "Fuzzing"): a few seconds per target in `make test`, failing on a crash;
+# the long run shares 10 million executions among the targets (at most 1300 s each), at low priority.
+.PHONY: fuzz-short fuzz-long
+fuzz-short: build test-deps
+	$(PY) fuzz/run.py --seconds 2 --jobs 2
+
+fuzz-long: build test-deps
+	nice -n 19 $(PY) fuzz/run.py --total 10000000 --seconds 1300 --jobs 3 --json fuzz-long.json
 
 clean:
 	rm -rf build *.egg-info sfu/_fastpath.c sfu/_fastpath*.so .stamp-system .stamp-system-test $(VENV)

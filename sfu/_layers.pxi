@@ -214,6 +214,9 @@ cdef inline int vp8_picture_fields(uint8_t *p, int n, int *pic_off, int *pic_lon
             return -1
         pic_off[0] = off
         pic_long[0] = (p[off] & 0x80) != 0
+        if pic_long[0] and off + 1 >= n:   # a 15-bit picture id cut short: not ours to rewrite
+            pic_off[0] = -1
+            return -1
         off += 2 if pic_long[0] else 1
     if p[1] & 0x40:
         if off >= n:
@@ -234,6 +237,9 @@ cdef inline int vp9_picture_fields(uint8_t *p, int n, int *pic_off, int *pic_lon
             return -1
         pic_off[0] = off
         pic_long[0] = (p[off] & 0x80) != 0
+        if pic_long[0] and off + 1 >= n:
+            pic_off[0] = -1
+            return -1
         off += 2 if pic_long[0] else 1
     if (p[0] & 0x20) and not (p[0] & 0x10):
         if off + 1 >= n:
