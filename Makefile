@@ -67,7 +67,7 @@ run: build
 	$(VENV)/bin/sfu serve
 
 lint: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check sfu tests bench
+	$(VENV)/bin/ruff check sfu tests bench fuzz
 
 test: build test-deps lint fuzz-short
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
