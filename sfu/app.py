@@ -24,6 +24,7 @@ from .io.drain import Drain
 from .io.http import build_app
 from .io.tls import bind_error, metrics_app, server_ssl_context
 from .keys import KeySet
+from .io.http_guard import HTTP_KEEPALIVE_S, HttpGuard, automatic_cap, raise_open_files_limit
 from .io.interfaces import discover_addresses
 from .io.log_limits import install as install_log_guard
 from .io.udp import MediaPort, open_media_socket
@@ -44,6 +45,7 @@ class Server:
         self.media: MediaPort | None = None
         self._runner: web.AppRunner | None = None
         self._http_port: int | None = None
+        self.http_guard: HttpGuard | None = None
         self.token_secret: str | None = None
         self.advertised_addresses: list[str] = []
         self.keys: KeySet | None = None  # token signing keys and revocations (sfu/keys.py)
@@ -91,8 +93,13 @@ class Server:
         register_server_metrics(self.registry, self)
         app = build_app(config, self.manager, self.registry, token_secret=self.token_secret,
                         ops=Ops(self.keys, self.drain))
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=HTTP_KEEPALIVE_S)
         await self._runner.setup()
+        # slow clients and the open-files limit (docs/security.md "Floods and leaks")
+        soft_nofile, _ = raise_open_files_limit()
+        cap = config.max_http_connections or automatic_cap(soft_nofile)
+        self.http_guard = HttpGuard(config.http_header_timeout_s, cap, loop)
+        self.http_guard.attach(self._runner.server)
         # a join storm opens hundreds of connections at once: aiohttp's default backlog (128)
         # overflows and clients wait for SYN retransmits (the kernel caps it at somaxconn)
         site = web.TCPSite(self._runner, config.http_host, config.http_port, backlog=HTTP_BACKLOG,

@@ -74,6 +74,16 @@ class Config:
     tls_cert: str | None = None  # PEM certificate chain: serve HTTP over TLS (with tls_key)
     tls_key: str | None = None  # PEM private key of tls_cert
     metrics_listen: str | None = None  # "host:port": also serve /metrics there, without a credential
+    # floods (docs/security.md "Floods and leaks"): WHEP sessions waiting for their first ICE check,
+    # per client address and in total (0 = no bound), and how long they may wait (sfu/core/admission.py)
+    max_unconnected_per_source: int = 128
+    max_unconnected: int = 1024
+    unconnected_timeout_s: float = 10.0
+    # slow HTTP clients (sfu/io/http_guard.py): request headers and bodies must arrive within these,
+    # and at most this many HTTP connections are open (0 = from the open-files limit)
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
+    max_http_connections: int = 0
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -105,6 +115,12 @@ class Config:
         for name in ("max_sessions", "max_viewers_per_stream"):
             if getattr(self, name) < 0:
                 raise fail(name, ">= 0 (0 = no limit)")
+        for name in ("max_unconnected_per_source", "max_unconnected", "max_http_connections"):
+            if getattr(self, name) < 0:
+                raise fail(name, ">= 0 (0 = no bound)" if name != "max_http_connections" else ">= 0 (0 = automatic)")
+        for name in ("unconnected_timeout_s", "http_header_timeout_s", "http_body_timeout_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise fail(name, "in (0, 3600] seconds")
         if self.max_body_bytes < 1024:
             raise fail("max_body_bytes", ">= 1024")
         if not self.whep_wait_timeout > 0:

@@ -180,6 +180,9 @@ class Peer:
                 self._out.append((data, self.path))
         self.closed = reason
         self._events.append(Closed(reason))
+        # the endpoint's owner (this peer, or the session that holds it) refers back to the
+        # endpoint: drop the link so a closed session is freed by reference counting at once
+        self.endpoint.owner = None
 
     # -- outputs -------------------------------------------------------------------------------
 
