@@ -12,7 +12,9 @@ consent expiry. Then the slot's next viewer joins.
 Every `--interval` seconds one JSON line: the server's RSS (VmRSS), open files (/proc/PID/fd),
 asyncio tasks (`sfu_asyncio_tasks` from /metrics), sessions (`/api/stats`), viewers connected on
 our side, joins/leaves/vanished/failed so far, the longest time a vanished viewer's session
-survived (`vanished_freed_max_s`) and how many are still pending. The last line is a summary
+survived as polled (`vanished_freed_max_s`: late by up to `--interval` and the load tool's own lag) and
+as the server logged it (`vanished_server_freed_max_s`: its INFO close line against the moment the
+viewer vanished, both wall clock), and how many are still pending. The last line is a summary
 (`"type": "summary"`). Bounded: the duration (at most 4 h), viewers (at most 200), every wait.
 """
 
@@ -36,6 +38,7 @@ MAX_DURATION_S = 4 * 3600
 MAX_VIEWERS = 200
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+CLOSED_LINE = re.compile(r"^(\S+ \S+) INFO sfu\.sessions: whep session (\S+) on \S+ closed: (.*)$")
 HTTP_TIMEOUT_S = 30.0  # generous: on a loaded machine the load tool itself answers late
 
 
@@ -77,7 +80,7 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
 
     port, secret = free_port(), secrets.token_urlsafe(32)
     cmd = [sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", str(port),
-           "--udp-port", "0", "--public-ip", "127.0.0.1", f"--token-secret={secret}", "--log-level", "warning"]
+           "--udp-port", "0", "--public-ip", "127.0.0.1", f"--token-secret={secret}", "--log-level", "info"]
     log_path = args.out.with_suffix(".server.log")
     log_file = open(log_path, "w")
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=log_file)
@@ -99,6 +102,23 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
     certificate = Certificate.generate(time.time(), lifetime_days=2)
     counts = {"joins": 0, "leaves": 0, "vanished": 0, "failed": 0}
     vanished: dict[str, float] = {}  # session id -> when its viewer vanished
+    vanished_wall: dict[str, float] = {}  # session id -> the same, wall clock (the server log's)
+    server_freed: list[float] = []  # vanished viewer -> its session's close line in the server log
+    close_reasons: dict[str, int] = {}
+    log_reader = open(log_path)
+
+    def read_server_log() -> None:
+        """The server's own close times (INFO lines) for the vanished viewers' sessions: exact,
+        where the polling below is late by up to a sample interval and the load tool's lag."""
+        for text in log_reader.readlines():
+            match = CLOSED_LINE.match(text)
+            if match is None:
+                continue
+            session_id, reason = match.group(2), match.group(3).strip()
+            at = time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S")) + int(match.group(1)[20:23]) / 1000
+            if session_id in vanished_wall:
+                server_freed.append(at - vanished_wall.pop(session_id))
+                close_reasons[reason] = close_reasons.get(reason, 0) + 1
     freed_times: list[float] = []
     connected: set[LoadViewer] = set()
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
@@ -112,6 +132,7 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
                 text = await r.text()
             row.update(proc_sample(proc.pid))
             live = set(stats["sessions"])
+            read_server_log()
             now = loop.time()
             for session_id, at in list(vanished.items()):
                 if session_id not in live:
@@ -123,6 +144,8 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
                 **counts, "vanished_pending": len(vanished),
                 "vanished_pending_oldest_s": round(max((now - t for t in vanished.values()), default=0.0), 1),
                 "vanished_freed_max_s": round(max(freed_times, default=0.0), 1),
+                "vanished_server_freed_max_s": round(max(server_freed, default=0.0), 2),
+                "vanished_close_reasons": dict(close_reasons),
                 "publisher_packets": publisher.stats["packets_sent"] if publisher else 0,
                 "rx_packets": tally.rx.packets,
             })
@@ -156,6 +179,7 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
                 if rng.random() < args.vanish:
                     session_id = (viewer.resource_url or "").rsplit("/", 1)[-1]
                     vanished[session_id] = loop.time()
+                    vanished_wall[session_id] = time.time()
                     counts["vanished"] += 1
                     await viewer._close()  # no DELETE, no close_notify: gone, as a crashed browser
                 else:
@@ -228,7 +252,9 @@ def summarize(rows: list[dict], args: argparse.Namespace, start: dict) -> dict:
         "tasks_start_idle": start["tasks"], "tasks_after_warmup": first["tasks"], "tasks_end_idle": final["tasks"],
         "sessions_end_idle": final["sessions"],
         "joins": final["joins"], "leaves": final["leaves"], "vanished": final["vanished"], "failed": final["failed"],
-        "vanished_freed_max_s": final["vanished_freed_max_s"], "vanished_never_freed": final["vanished_pending"],
+        "vanished_freed_max_s": final["vanished_freed_max_s"],
+        "vanished_server_freed_max_s": final["vanished_server_freed_max_s"],
+        "vanished_close_reasons": final["vanished_close_reasons"], "vanished_never_freed": final["vanished_pending"],
     }
 
 
