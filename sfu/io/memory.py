@@ -24,7 +24,7 @@ log = logging.getLogger("sfu.memory")
 
 CHECK_INTERVAL_S = 5.0  # how often the server's task polls
 TRIM_AFTER_CLOSES = 200  # sessions ended since the last trim before another is worth its pause
-MIN_INTERVAL_S = 30.0  # at most one trim (a few ms with the loop blocked) this often
+MIN_INTERVAL_S = 10.0  # at most one trim (a few ms with the loop blocked) this often
 
 
 def _glibc_trim() -> Callable[[int], int] | None:
