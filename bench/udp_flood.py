@@ -49,8 +49,9 @@ def stun_request(rng: random.Random) -> bytes:
     return struct.pack("!HHI", 0x0001, len(attr), STUN_MAGIC) + rng.randbytes(12) + attr
 
 
-def flood(target: tuple[str, int], ports: int, seconds: float, counter) -> None:
-    """In its own process: send as fast as possible until `seconds` have passed."""
+def flood(target: tuple[str, int], ports: int, seconds: float, counter, valid: list[bytes]) -> None:
+    """In its own process: send as fast as possible until `seconds` have passed. `valid`: Binding
+    requests that pass the server's checks (the flooder's own WHEP session), sent instead of junk."""
     rng = random.Random(7)
     socks = []
     for _ in range(ports):
@@ -61,6 +62,8 @@ def flood(target: tuple[str, int], ports: int, seconds: float, counter) -> None:
     payloads = [stun_request(rng) for _ in range(512)]
     payloads += [rng.randbytes(rng.randint(1, 1200)) for _ in range(512)]
     payloads += [bytes([rng.randint(0, 3)]) + rng.randbytes(rng.randint(19, 300)) for _ in range(512)]
+    if valid:
+        payloads = valid
     sent = 0
     end = time.monotonic() + seconds
     i = 0
@@ -100,6 +103,19 @@ async def run(args: argparse.Namespace) -> dict:
         viewer = PacketViewer(f"{base}/whep/flood")
         await publisher.start()
         await viewer.start()
+        valid: list[bytes] = []
+        if args.valid_stun:  # the attacker's own session: its answer gives the ICE credentials
+            from sfu.wire import stun
+
+            attacker = PacketViewer(f"{base}/whep/flood")
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}/whep/flood", data=attacker.build_offer().encode(),
+                                     headers={"Content-Type": "application/sdp"}) as r:
+                    answer = await r.text()
+            ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)  # type: ignore[union-attr]
+            pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)  # type: ignore[union-attr]
+            valid = [stun.binding_request(f"{ufrag}:{attacker._ice_ufrag}", pwd, use_candidate=False,
+                                          priority=1, controlling=True, tie_breaker=1)[1] for _ in range(256)]
         counter = multiprocessing.Value("q", 0)
         rows: list[dict] = []
         loop = asyncio.get_running_loop()
@@ -109,7 +125,7 @@ async def run(args: argparse.Namespace) -> dict:
         for phase, length in phases:
             if phase == "flood":
                 flooder = multiprocessing.Process(target=flood, args=(("127.0.0.1", udp_port), args.ports,
-                                                                      length, counter), daemon=True)
+                                                                      length, counter, valid), daemon=True)
                 flooder.start()
             phase_end = loop.time() + length
             while loop.time() < phase_end:
@@ -138,7 +154,7 @@ async def run(args: argparse.Namespace) -> dict:
 
     flood_rows = [r for r in rows if r["phase"] == "flood"]
     return {
-        "ports": args.ports, "flood_s": args.flood, "flood_datagrams": counter.value,
+        "ports": args.ports, "valid_stun": args.valid_stun, "flood_s": args.flood, "flood_datagrams": counter.value,
         "flood_pps": round(counter.value / args.flood),
         "rss_before_mib": [r for r in rows if r["phase"] == "before"][-1]["rss_mib"],
         "rss_peak_mib": max(r["rss_mib"] for r in rows),
@@ -160,6 +176,8 @@ def main() -> int:
     parser.add_argument("--ports", type=int, default=256, help="source ports of the flood")
     parser.add_argument("--bitrate", type=int, default=1_000_000)
     parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--valid-stun", action="store_true",
+                        help="flood with Binding requests valid for the flooder's own WHEP session")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not 0 < args.flood <= MAX_FLOOD_S or not 1 <= args.ports <= 4096 or args.before < 1 or args.after < 1:
