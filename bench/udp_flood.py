@@ -1,12 +1,16 @@
-"""A UDP flood at the media port during a live session: memory and the existing viewer's frame rate.
+"""Floods during a live session (UDP at the media port, WHEP POSTs, slow HTTP): memory and the
+existing viewer's frame rate.
 
-    .venv/bin/python bench/udp_flood.py --flood 20 --ports 256
+    .venv/bin/python bench/udp_flood.py --flood 20 --ports 256 [--attack junk|valid-stun|whep|slow-http]
 
 A `sfu serve` child on loopback; one `PacketPublisher` (`--bitrate`, `--fps`) and one
 `PacketViewer`. Phases: `--before` seconds quiet, `--flood` seconds during which a separate process
-sends, from `--ports` source ports, as fast as it can: random junk (any first byte), STUN Binding
-requests with random USERNAMEs (RFC 8489 §14.3; the server knows none of them) and junk whose first
-byte says STUN (0-3, RFC 7983), then `--after` seconds quiet. Per second: the server's RSS, the
+attacks, then `--after` seconds quiet. `junk`: from `--ports` source ports, as fast as it can,
+random datagrams (any first byte), STUN Binding requests with random USERNAMEs (RFC 8489 §14.3; the
+server knows none of them) and junk whose first byte says STUN (0-3, RFC 7983). `valid-stun`: the
+flooder POSTs its own WHEP session and sends Binding requests that pass its integrity check, from
+`--ports` source ports. `whep`: WHEP POSTs, 32 at a time, from `--sources` loopback addresses.
+`slow-http`: `--ports` connections that never finish their headers, re-opened when closed. Per second: the server's RSS, the
 viewer's video frames received, the flood's datagrams sent. Summary: RSS before / peak / after,
 the viewer's frame rate in each phase, the server's drop counters. Bounded: every phase has a
 length (the flood at most 120 s), the flooding process is killed at the end.
@@ -78,6 +82,56 @@ def flood(target: tuple[str, int], ports: int, seconds: float, counter, valid: l
         counter.value = sent
 
 
+def whep_flood(base: str, seconds: float, counter, sources: int) -> None:
+    """In its own process: WHEP POSTs (no ICE follows), 32 at a time, from `sources` loopback
+    addresses (127.0.0.1, .2, ...), until `seconds` have passed; `counter` counts the answers."""
+    from sfu.testing import PacketViewer
+
+    offer = PacketViewer(f"{base}/whep/flood").build_offer().encode()
+
+    async def main() -> None:
+        end = time.monotonic() + seconds
+        sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(f"127.0.0.{1 + i}", 0)))
+                    for i in range(sources)]
+
+        async def worker(http: aiohttp.ClientSession) -> None:
+            while time.monotonic() < end:
+                try:
+                    async with http.post(f"{base}/whep/flood", data=offer,
+                                         headers={"Content-Type": "application/sdp"}) as r:
+                        await r.read()
+                    counter.value += 1
+                except aiohttp.ClientError:
+                    pass
+
+        await asyncio.gather(*(worker(sessions[i % sources]) for i in range(32)))
+        for http in sessions:
+            await http.close()
+
+    asyncio.run(main())
+
+
+def slow_http_flood(port: int, seconds: float, counter, clients: int) -> None:
+    """In its own process: `clients` connections that never finish their headers, re-opened when
+    the server closes them, until `seconds` have passed."""
+    async def one(end: float) -> None:
+        while time.monotonic() < end:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                counter.value += 1
+                await asyncio.wait_for(reader.read(), max(0.1, end - time.monotonic()))
+                writer.close()
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.1)
+
+    async def main() -> None:
+        end = time.monotonic() + seconds
+        await asyncio.gather(*(one(end) for _ in range(clients)))
+
+    asyncio.run(main())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,7 +158,7 @@ async def run(args: argparse.Namespace) -> dict:
         await publisher.start()
         await viewer.start()
         valid: list[bytes] = []
-        if args.valid_stun:  # the attacker's own session: its answer gives the ICE credentials
+        if args.attack == "valid-stun":  # the attacker's own session: its answer gives the ICE credentials
             from sfu.wire import stun
 
             attacker = PacketViewer(f"{base}/whep/flood")
@@ -124,8 +178,15 @@ async def run(args: argparse.Namespace) -> dict:
         last_frames = viewer.stats["video"]["frames"]
         for phase, length in phases:
             if phase == "flood":
-                flooder = multiprocessing.Process(target=flood, args=(("127.0.0.1", udp_port), args.ports,
-                                                                      length, counter, valid), daemon=True)
+                if args.attack == "whep":
+                    flooder = multiprocessing.Process(target=whep_flood, args=(base, length, counter, args.sources),
+                                                      daemon=True)
+                elif args.attack == "slow-http":
+                    flooder = multiprocessing.Process(target=slow_http_flood, args=(port, length, counter, args.ports),
+                                                      daemon=True)
+                else:
+                    flooder = multiprocessing.Process(target=flood, args=(("127.0.0.1", udp_port), args.ports,
+                                                                          length, counter, valid), daemon=True)
                 flooder.start()
             phase_end = loop.time() + length
             while loop.time() < phase_end:
@@ -154,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict:
 
     flood_rows = [r for r in rows if r["phase"] == "flood"]
     return {
-        "ports": args.ports, "valid_stun": args.valid_stun, "flood_s": args.flood, "flood_datagrams": counter.value,
+        "attack": args.attack, "ports": args.ports, "flood_s": args.flood, "flood_datagrams": counter.value,
         "flood_pps": round(counter.value / args.flood),
         "rss_before_mib": [r for r in rows if r["phase"] == "before"][-1]["rss_mib"],
         "rss_peak_mib": max(r["rss_mib"] for r in rows),
@@ -163,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict:
         "viewer_fps": {"before": fps("before"), "flood": fps("flood"), "after": fps("after")},
         "publisher_fps": args.fps,
         "server_drops": stats["router"]["drops"],
-        "server_counters": {k: v for k, v in stats["counters"].items() if "stun" in k or "control" in k},
+        "server_counters": {k: v for k, v in stats["counters"].items() if any(w in k for w in ("stun", "control", "unconnected", "rejected"))},
         "server_datagrams_in": stats["router"]["datagrams_in"],
     }
 
@@ -176,8 +237,11 @@ def main() -> int:
     parser.add_argument("--ports", type=int, default=256, help="source ports of the flood")
     parser.add_argument("--bitrate", type=int, default=1_000_000)
     parser.add_argument("--fps", type=float, default=30.0)
-    parser.add_argument("--valid-stun", action="store_true",
-                        help="flood with Binding requests valid for the flooder's own WHEP session")
+    parser.add_argument("--attack", choices=("junk", "valid-stun", "whep", "slow-http"), default="junk",
+                        help="junk: random datagrams and STUN; valid-stun: Binding requests valid for the "
+                        "flooder's own WHEP session; whep: WHEP POSTs; slow-http: --ports clients that never "
+                        "finish their headers (default junk)")
+    parser.add_argument("--sources", type=int, default=1, help="whep: loopback source addresses (127.0.0.N)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not 0 < args.flood <= MAX_FLOOD_S or not 1 <= args.ports <= 4096 or args.before < 1 or args.after < 1:
