@@ -36,7 +36,7 @@ from ..wire.stun import is_binding_request, peek_username
 from .admission import RETRY_AFTER_S as UNCONNECTED_RETRY_AFTER_S, UnconnectedSessions
 from .certificate import CertificateStore
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
-from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
+from .peer import AddressForgotten, AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
 from .rtcp_legs import RtcpLegs
 from .simulcast import SimulcastControl
@@ -484,6 +484,9 @@ class SessionManager:
             if isinstance(event, AddressValidated):
                 self.router.map_address(event.addr, peer.endpoint)
                 self.admission.connected(session.id)
+            elif isinstance(event, AddressForgotten):  # consent lapsed: its entry goes (bounded table)
+                if self.router.endpoint_for(event.addr) is peer.endpoint:
+                    self.router.unmap_address(event.addr)
             elif isinstance(event, PathChanged):
                 self.router.set_path(peer.endpoint, event.addr)
                 self.counters["path-changes" if event.addr is not None else "path-lapsed"] += 1

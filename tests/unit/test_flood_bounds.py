@@ -124,3 +124,44 @@ def test_without_malloc_trim_nothing_happens():
     trimmer = HeapTrimmer(None, after_closes=1)
     trimmer._trim = None  # as on an allocator without malloc_trim
     assert not trimmer.available and not trimmer.poll(10**6, 1e9)
+
+
+# -- remote addresses per peer ----------------------------------------------------------------------
+
+
+def _check(ice_local: tuple[str, str], remote_ufrag: str) -> bytes:
+    from sfu.wire import stun
+
+    return stun.binding_request(f"{ice_local[0]}:{remote_ufrag}", ice_local[1], use_candidate=False,
+                                priority=1, controlling=True, tie_breaker=1)[1]
+
+
+def test_valid_checks_from_many_addresses_are_bounded_and_lapsed_ones_forgotten():
+    from sfu.core.ice import MAX_ADDRESSES, IceLite
+
+    ice = IceLite("lufrag01", "l" * 32, "rufrag01", "r" * 32, now=0.0)
+    local = ("lufrag01", "l" * 32)
+    answered = [ice.receive_binding(_check(local, "rufrag01"), ("192.0.2.7", 1000 + i), 1.0) is not None
+                for i in range(MAX_ADDRESSES + 5)]
+    assert answered == [True] * MAX_ADDRESSES + [False] * 5  # the attacker's own session, every port
+    assert ice.drops["too-many-addresses"] == 5
+    ice.handle_timer(1.0 + ice.consent_timeout + 0.1)  # they all lapse (none checked again)
+    assert ice.expired  # (nothing alive is left: the session ends)
+
+
+def test_a_peer_forgets_addresses_whose_consent_lapsed():
+    from sfu.core.certificate import Certificate
+    from sfu.core.peer import AddressForgotten, AddressValidated, Peer
+
+    cert = Certificate.generate(0.0, lifetime_days=2)
+    peer = Peer("p", cert, "rufrag01", "r" * 32, [("sha-256", cert.fingerprint_sha256())], 0.0,
+                "lufrag01", "l" * 32)
+    local = ("lufrag01", "l" * 32)
+    peer.receive_stun(_check(local, "rufrag01"), ("192.0.2.7", 1000), 1.0)
+    for t in range(2, 40):  # the first address keeps checking ...
+        peer.receive_stun(_check(local, "rufrag01"), ("192.0.2.7", 1001), float(t))
+        peer.handle_timer(float(t))
+    events = peer.take_events()
+    assert AddressValidated(("192.0.2.7", 1000)) in events and AddressValidated(("192.0.2.7", 1001)) in events
+    assert AddressForgotten(("192.0.2.7", 1000)) in events  # ... the other went silent: forgotten
+    assert peer.validated_addresses == {("192.0.2.7", 1001)}
