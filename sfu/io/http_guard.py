@@ -110,7 +110,9 @@ class HttpGuard:
     def opened(self, handler) -> None:
         loop = self._loop or asyncio.get_running_loop()
         if len(self._open) >= self.max_connections and not self._evict_idle():
-            self._drop(handler, "refused")
+            # closed on the next loop iteration: aiohttp starts the handler's task right after this
+            # call, and that task must not find its connection already torn down
+            loop.call_soon(self._drop, handler, "refused")
             return
         self._open[handler] = loop.call_later(self.header_timeout_s, self._header_deadline, handler,
                                               _requests_parsed(handler))

@@ -229,3 +229,23 @@ async def test_slow_header_clients_are_dropped_and_healthz_keeps_answering():
 def _gc_enabled():
     yield
     gc.enable()
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused_and_counted():
+    config = dataclasses.replace(sfu.Config.for_tests(), max_http_connections=3, whep_wait_for_publisher=True,
+                                 whep_wait_timeout=5.0)  # (the server waits for them on stop)
+    async with sfu.Server(config) as server:
+        offer = PacketViewer(server.whep_url("later")).build_offer()
+        async with aiohttp.ClientSession() as http:
+            waiting = [asyncio.ensure_future(_post(http, server.whep_url("later"), offer)) for _ in range(3)]
+            await _until(lambda: len(server.http_guard) == 3 and server.manager.counters["view-sessions"] == 0
+                         and server.http_guard.dropped["refused"] == 0, "three WHEP requests waiting")
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+            assert await asyncio.wait_for(reader.read(), WAIT_S) == b""  # closed at once, nothing sent
+            writer.close()
+            assert server.http_guard.dropped["refused"] == 1 and server.http_guard.dropped["evicted"] == 0
+            for task in waiting:  # the waiting clients give up: their connections close
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+        await _until(lambda: len(server.http_guard) == 0, "the waiting connections to close")
+        assert (await _get_text(f"{server.http_url}/healthz")) == "ok"
