@@ -179,7 +179,11 @@ async def run(args: argparse.Namespace) -> dict:
             await server.stop()
         if proc is not None:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # a server busy freeing thousands of sessions
+                proc.kill()
+                proc.wait()
     return {"sessions_per_round": args.sessions, "free": args.free, "rows": rows,
             "growth_mib": round(rows[-1]["rss_mib"] - rows[1]["rss_mib"], 1) if len(rows) > 2 else None}
 
