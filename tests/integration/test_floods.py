@@ -108,6 +108,28 @@ async def test_ended_sessions_are_freed_without_the_cycle_collector():
     assert grown == {}, f"objects left behind by ended sessions (freed only by the collector): {grown}"
 
 
+async def test_expired_unconnected_sessions_are_freed_without_the_cycle_collector():
+    config = dataclasses.replace(sfu.Config.for_tests(), unconnected_timeout_s=0.5)
+    async with sfu.Server(config) as server:
+        publisher = await _publish(server, "expire")
+        offer = PacketViewer(server.whep_url("expire")).build_offer()
+        async with aiohttp.ClientSession() as http:
+            gc.collect()
+            gc.disable()
+            try:
+                before = _live()
+                for _ in range(10):
+                    assert (await _post(http, server.whep_url("expire"), offer))[0] == 201
+                await _until(lambda: len(server.manager.sessions) == 1, "the unconnected sessions to expire")
+                after = _live()
+            finally:
+                gc.enable()
+        assert server.manager.counters["unconnected-expired"] == 10
+        await publisher.stop()
+    grown = {name: after[name] - before[name] for name in TRACKED if after[name] > before[name]}
+    assert grown == {}, f"objects left behind by expired sessions: {grown}"
+
+
 # -- unconnected sessions -------------------------------------------------------------------------------
 
 
