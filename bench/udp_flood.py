@@ -132,6 +132,22 @@ def slow_http_flood(port: int, seconds: float, counter, clients: int) -> None:
     asyncio.run(main())
 
 
+async def attacker_checks(base: str) -> list[bytes]:
+    """The attacker's own WHEP session: its answer gives the ICE credentials for valid checks."""
+    from sfu.testing import PacketViewer
+    from sfu.wire import stun
+
+    attacker = PacketViewer(f"{base}/whep/flood")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/whep/flood", data=attacker.build_offer().encode(),
+                             headers={"Content-Type": "application/sdp"}) as r:
+            answer = await r.text()
+    ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)  # type: ignore[union-attr]
+    pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)  # type: ignore[union-attr]
+    return [stun.binding_request(f"{ufrag}:{attacker._ice_ufrag}", pwd, use_candidate=False,
+                                 priority=1, controlling=True, tie_breaker=1)[1] for _ in range(256)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,18 +174,6 @@ async def run(args: argparse.Namespace) -> dict:
         await publisher.start()
         await viewer.start()
         valid: list[bytes] = []
-        if args.attack == "valid-stun":  # the attacker's own session: its answer gives the ICE credentials
-            from sfu.wire import stun
-
-            attacker = PacketViewer(f"{base}/whep/flood")
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"{base}/whep/flood", data=attacker.build_offer().encode(),
-                                     headers={"Content-Type": "application/sdp"}) as r:
-                    answer = await r.text()
-            ufrag = re.search(r"a=ice-ufrag:(\S+)", answer).group(1)  # type: ignore[union-attr]
-            pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)  # type: ignore[union-attr]
-            valid = [stun.binding_request(f"{ufrag}:{attacker._ice_ufrag}", pwd, use_candidate=False,
-                                          priority=1, controlling=True, tie_breaker=1)[1] for _ in range(256)]
         counter = multiprocessing.Value("q", 0)
         rows: list[dict] = []
         loop = asyncio.get_running_loop()
@@ -177,6 +181,8 @@ async def run(args: argparse.Namespace) -> dict:
         phases = [("before", args.before), ("flood", args.flood), ("after", args.after)]
         last_frames = viewer.stats["video"]["frames"]
         for phase, length in phases:
+            if phase == "flood" and args.attack == "valid-stun":
+                valid = await attacker_checks(base)  # now: an unconnected session expires in 10 s
             if phase == "flood":
                 if args.attack == "whep":
                     flooder = multiprocessing.Process(target=whep_flood, args=(base, length, counter, args.sources),
