@@ -110,7 +110,10 @@ async def run(args: argparse.Namespace) -> dict:
     if args.in_process:
         import sfu
 
-        config = sfu.Config.for_tests()
+        import dataclasses
+
+        # in process the bounds on unconnected sessions are lifted: every POST makes a session
+        config = dataclasses.replace(sfu.Config.for_tests(), max_unconnected_per_source=0, max_unconnected=0)
         server = sfu.Server(config)
         await server.start()
         base, secret, pid = server.http_url, config.token_secret, os.getpid()
@@ -155,6 +158,13 @@ async def run(args: argparse.Namespace) -> dict:
                 row = {"round": rnd, "created": len(locations), "peak_mib": round(peak, 1),
                        "rss_mib": round(rss_kib(pid) / 1024, 1), "fds": open_fds(pid),
                        "freed_in_s": round(freed_in, 1), "round_s": round(time.monotonic() - t0, 1)}
+                if args.trim and args.in_process:  # what glibc gives back (sfu/io/memory.py does this)
+                    import ctypes
+
+                    started = time.perf_counter()
+                    ctypes.CDLL("libc.so.6").malloc_trim(0)
+                    row["trim_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                    row["rss_trimmed_mib"] = round(rss_kib(pid) / 1024, 1)
                 if args.in_process:
                     counts = own_class_counts()
                     grown = {k: v - baseline_counts.get(k, 0) for k, v in counts.items()
@@ -195,6 +205,7 @@ def main() -> int:
     parser.add_argument("--free", choices=("delete", "expire"), default="delete")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between freeing and measuring")
     parser.add_argument("--in-process", action="store_true", help="run the server in this process (object counts)")
+    parser.add_argument("--trim", action="store_true", help="in process: malloc_trim(0) after each round, RSS again")
     parser.add_argument("--trace", action="store_true", help="tracemalloc diff per round (in process)")
     parser.add_argument("--trace-top", type=int, default=8)
     parser.add_argument("--server-arg", action="append", default=[], help="extra `sfu serve` flag (repeatable)")
