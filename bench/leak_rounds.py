@@ -37,6 +37,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_TIMEOUT_S = 60.0  # sessions must be gone by then (expiry is ~21 s)
 POST_CONCURRENCY = 32
+ADMIN: dict[str, str] = {}  # the admin credential for /api/stats
 
 
 def rss_kib(pid: int) -> int:
@@ -60,6 +61,15 @@ def own_class_counts() -> Counter[str]:
         if isinstance(module, str) and module.startswith(("sfu", "OpenSSL")):
             counts[f"{module}.{type(obj).__qualname__}"] += 1
     return counts
+
+
+def admin_headers(secret: str) -> dict[str, str]:
+    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
+    try:
+        from sfu.keys import KeySet
+    except ImportError:
+        return {}
+    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
 
 
 def free_port() -> int:
@@ -89,7 +99,7 @@ async def post_round(http: aiohttp.ClientSession, url: str, offer: str, n: int) 
 
 
 async def session_count(http: aiohttp.ClientSession, base: str) -> int:
-    async with http.get(f"{base}/api/stats") as r:
+    async with http.get(f"{base}/api/stats", headers=ADMIN) as r:
         return len((await r.json())["sessions"])
 
 
@@ -132,6 +142,7 @@ async def run(args: argparse.Namespace) -> dict:
             raise RuntimeError(f"`sfu serve` exited ({proc.wait()}) before its banner")
     from sfu import tokens
 
+    ADMIN.update(admin_headers(secret))
     stream = "leak"
     rows: list[dict] = []
     publisher = PacketPublisher(f"{base}/whip/{stream}", tokens.mint(secret, stream, publish=True, subscribe=False),

@@ -38,6 +38,15 @@ def proc_sample(pid: int) -> dict[str, float]:
     return {"rss_mib": round(rss / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
+def admin_headers(secret: str) -> dict[str, str]:
+    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
+    try:
+        from sfu.keys import KeySet
+    except ImportError:
+        return {}
+    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
+
+
 async def probe(url: str) -> float | None:
     """Seconds /healthz took to answer 200, or None."""
     start = time.monotonic()
@@ -59,12 +68,13 @@ async def run(args: argparse.Namespace) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     nofile = args.nofile
+    secret = secrets.token_urlsafe(32)
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     cmd = [sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", str(port),
-           "--udp-port", "0", "--public-ip", "127.0.0.1", f"--token-secret={secrets.token_urlsafe(32)}",
+           "--udp-port", "0", "--public-ip", "127.0.0.1", f"--token-secret={secret}",
            "--log-level", "warning", *args.server_arg]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit)
     writers: list[asyncio.StreamWriter] = []
@@ -106,7 +116,7 @@ async def run(args: argparse.Namespace) -> dict:
             w.cancel()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)) as http:
             try:
-                async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                async with http.get(f"http://127.0.0.1:{port}/metrics", headers=admin_headers(secret)) as r:
                     metrics = await r.text()
             except (aiohttp.ClientError, TimeoutError):
                 metrics = ""

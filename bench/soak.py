@@ -55,6 +55,15 @@ def metric(text: str, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def admin_headers(secret: str) -> dict[str, str]:
+    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
+    try:
+        from sfu.keys import KeySet
+    except ImportError:
+        return {}
+    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,6 +87,12 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
     from sfu.core.certificate import Certificate
     from sfu.testing import PacketPublisher
 
+    try:  # stats and logs name a session by its public id (its URL's id is the capability)
+        from sfu.core.sessions import public_id
+    except ImportError:  # a server from before
+        def public_id(session_id: str) -> str:
+            return session_id
+
     port, secret = free_port(), secrets.token_urlsafe(32)
     cmd = [sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", str(port),
            "--udp-port", "0", "--public-ip", "127.0.0.1", f"--token-secret={secret}", "--log-level", "info"]
@@ -92,6 +107,7 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
         raise RuntimeError(f"no banner from `sfu serve`: {line!r}; see {log_path}")
     asyncio.ensure_future(proc.stdout.read())  # drain the rest of the banner
 
+    admin = admin_headers(secret)
     out = open(args.out, "w")
     rng = random.Random(args.seed)
     stream = "soak"
@@ -101,7 +117,7 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
     tally = Tally(decrypt_every=8)
     certificate = Certificate.generate(time.time(), lifetime_days=2)
     counts = {"joins": 0, "leaves": 0, "vanished": 0, "failed": 0}
-    vanished: dict[str, float] = {}  # session id -> when its viewer vanished
+    vanished: dict[str, float] = {}  # session (public id) -> when its viewer vanished
     vanished_wall: dict[str, float] = {}  # session id -> the same, wall clock (the server log's)
     server_freed: list[float] = []  # vanished viewer -> its session's close line in the server log
     close_reasons: dict[str, int] = {}
@@ -114,7 +130,8 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
             match = CLOSED_LINE.match(text)
             if match is None:
                 continue
-            session_id, reason = match.group(2), match.group(3).strip()
+            session_id = match.group(2)
+            reason = re.sub(r" \[stream=[^\]]*\]$", "", match.group(3).strip())  # the log's context suffix
             at = time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S")) + int(match.group(1)[20:23]) / 1000
             if session_id in vanished_wall:
                 server_freed.append(at - vanished_wall.pop(session_id))
@@ -126,9 +143,9 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
     async with aiohttp.ClientSession(timeout=timeout) as http:
         async def sample(client: aiohttp.ClientSession) -> dict:
             row: dict = {"type": "sample", "t_s": round(loop.time() - started, 1)}
-            async with client.get(f"{base}/api/stats") as r:
+            async with client.get(f"{base}/api/stats", headers=admin) as r:
                 stats = await r.json()
-            async with client.get(f"{base}/metrics") as r:
+            async with client.get(f"{base}/metrics", headers=admin) as r:
                 text = await r.text()
             row.update(proc_sample(proc.pid))
             live = set(stats["sessions"])
@@ -177,7 +194,7 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
                 await asyncio.sleep(min(rng.uniform(args.min_stay, args.max_stay), max(0.0, end - loop.time())))
                 connected.discard(viewer)
                 if rng.random() < args.vanish:
-                    session_id = (viewer.resource_url or "").rsplit("/", 1)[-1]
+                    session_id = public_id((viewer.resource_url or "").rsplit("/", 1)[-1])
                     vanished[session_id] = loop.time()
                     vanished_wall[session_id] = time.time()
                     counts["vanished"] += 1

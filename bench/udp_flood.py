@@ -148,6 +148,15 @@ async def attacker_checks(base: str) -> list[bytes]:
                                  priority=1, controlling=True, tie_breaker=1)[1] for _ in range(256)]
 
 
+def admin_headers(secret: str) -> dict[str, str]:
+    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
+    try:
+        from sfu.keys import KeySet
+    except ImportError:
+        return {}
+    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -205,7 +214,7 @@ async def run(args: argparse.Namespace) -> dict:
             if flooder is not None and phase == "flood":
                 flooder.join(5)
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/api/stats") as r:
+            async with http.get(f"{base}/api/stats", headers=admin_headers(secret)) as r:
                 stats = await r.json()
         await viewer.stop()
         await publisher.stop()

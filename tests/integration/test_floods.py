@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 import sfu
+from sfu.keys import KeySet
 from sfu.testing import PacketPublisher, PacketViewer
 
 WAIT_S = 30.0  # every wait below is on a condition, with this deadline at most
@@ -163,14 +164,15 @@ async def test_unconnected_sessions_are_bounded_per_source_and_in_total_and_free
         finally:
             await one.close()
             await two.close()
-        metrics = await _get_text(f"{server.http_url}/metrics")
+        metrics = await _get_text(f"{server.http_url}/metrics", server.mint_admin_token())
         assert re.search(r'^sfu_unconnected_refused_total\{reason="unconnected-per-source"\} 1\.0$', metrics, re.M)
         await publisher.stop()
 
 
-async def _get_text(url: str) -> str:
+async def _get_text(url: str, token: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as http:
-        async with http.get(url) as r:
+        async with http.get(url, headers=headers) as r:
             return await r.text()
 
 
@@ -232,7 +234,8 @@ async def test_slow_header_clients_are_dropped_and_healthz_keeps_answering():
             closed = await asyncio.wait_for(
                 asyncio.gather(*(r.read() for r in readers), return_exceptions=True), WAIT_S)
             assert all(c == b"" or isinstance(c, ConnectionError) for c in closed)
-            async with http.get(f"{base}/metrics") as r:
+            admin = KeySet([("default", secret)]).mint("*", admin=True)
+            async with http.get(f"{base}/metrics", headers={"Authorization": f"Bearer {admin}"}) as r:
                 metrics = await r.text()
         dropped = {m[0]: float(m[1]) for m in re.findall(
             r'^sfu_http_connections_dropped_total\{reason="([a-z-]+)"\} ([0-9.]+)$', metrics, re.M)}
