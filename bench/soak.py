@@ -162,6 +162,9 @@ async def _run(args: argparse.Namespace, procs: list) -> int:
                 "vanished_pending_oldest_s": round(max((now - t for t in vanished.values()), default=0.0), 1),
                 "vanished_freed_max_s": round(max(freed_times, default=0.0), 1),
                 "vanished_server_freed_max_s": round(max(server_freed, default=0.0), 2),
+                "vanished_server_freed_p50_s": round(sorted(server_freed)[len(server_freed) // 2], 2) if server_freed else 0.0,
+                "vanished_server_freed_p95_s": round(sorted(server_freed)[int(len(server_freed) * 0.95)], 2) if server_freed else 0.0,
+                "vanished_server_freed_over_30_s": sum(1 for t in server_freed if t > 30.0),
                 "vanished_close_reasons": dict(close_reasons),
                 "publisher_packets": publisher.stats["packets_sent"] if publisher else 0,
                 "rx_packets": tally.rx.packets,
@@ -271,6 +274,9 @@ def summarize(rows: list[dict], args: argparse.Namespace, start: dict) -> dict:
         "joins": final["joins"], "leaves": final["leaves"], "vanished": final["vanished"], "failed": final["failed"],
         "vanished_freed_max_s": final["vanished_freed_max_s"],
         "vanished_server_freed_max_s": final["vanished_server_freed_max_s"],
+        "vanished_server_freed_p50_s": final["vanished_server_freed_p50_s"],
+        "vanished_server_freed_p95_s": final["vanished_server_freed_p95_s"],
+        "vanished_server_freed_over_30_s": final["vanished_server_freed_over_30_s"],
         "vanished_close_reasons": final["vanished_close_reasons"], "vanished_never_freed": final["vanished_pending"],
     }
 
