@@ -25,8 +25,10 @@ from .io.http import build_app
 from .io.tls import bind_error, metrics_app, server_ssl_context
 from .keys import KeySet
 from .publish_keys import PublishKeys
+from .io.http_guard import HTTP_KEEPALIVE_S, HttpGuard, automatic_cap, raise_open_files_limit
 from .io.interfaces import discover_addresses
 from .io.log_limits import install as install_log_guard
+from .io.memory import CHECK_INTERVAL_S as HEAP_CHECK_INTERVAL_S, HeapTrimmer
 from .io.udp import MediaPort, open_media_socket
 from .io import webhooks
 from .metrics import register_server_metrics
@@ -46,6 +48,9 @@ class Server:
         self.media: MediaPort | None = None
         self._runner: web.AppRunner | None = None
         self._http_port: int | None = None
+        self.http_guard: HttpGuard | None = None
+        self.heap = HeapTrimmer()
+        self._heap_task: asyncio.Task | None = None
         self.token_secret: str | None = None
         self.advertised_addresses: list[str] = []
         self.keys: KeySet | None = None  # token signing keys and revocations (sfu/keys.py)
@@ -99,8 +104,15 @@ class Server:
         register_server_metrics(self.registry, self)
         app = build_app(config, self.manager, self.registry, token_secret=self.token_secret,
                         ops=Ops(self.keys, self.drain, self.publish_keys))
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=HTTP_KEEPALIVE_S)
         await self._runner.setup()
+        # slow clients and the open-files limit (docs/security.md "Floods and leaks")
+        soft_nofile, _ = raise_open_files_limit()
+        cap = config.max_http_connections or automatic_cap(soft_nofile)
+        self.http_guard = HttpGuard(config.http_header_timeout_s, cap, loop)
+        self.http_guard.attach(self._runner.server)
+        if self.heap.available:
+            self._heap_task = asyncio.create_task(self._trim_heap())
         # a join storm opens hundreds of connections at once: aiohttp's default backlog (128)
         # overflows and clients wait for SYN retransmits (the kernel caps it at somaxconn)
         site = web.TCPSite(self._runner, config.http_host, config.http_port, backlog=HTTP_BACKLOG,
@@ -131,7 +143,18 @@ class Server:
         assert self.manager is not None, "start() first"
         return self.drain.start(self.manager, deadline_s, reason)
 
+    async def _trim_heap(self) -> None:
+        """After bursts of ended sessions, give the freed heap back (sfu/io/memory.py)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEAP_CHECK_INTERVAL_S)
+            counters = self.manager.counters if self.manager else {}
+            self.heap.poll(counters.get("closed-whep", 0) + counters.get("closed-whip", 0), loop.time())
+
     async def stop(self) -> None:
+        if self._heap_task is not None:
+            self._heap_task.cancel()
+            self._heap_task = None
         self.drain.stop()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()

@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="require a subscribe token for WHEP (default: viewing is open)",
     )
     serve.add_argument("--max-sessions", metavar="N", type=_non_negative, help="session limit (0 = none)")
+    serve.add_argument("--max-unconnected-per-source", metavar="N", type=_non_negative,
+                       help="WHEP sessions waiting for their first ICE check, per client address (default 128; 0 = no bound)")
+    serve.add_argument("--max-unconnected", metavar="N", type=_non_negative,
+                       help="WHEP sessions waiting for their first ICE check, in total (default 1024; 0 = no bound)")
+    serve.add_argument("--http-header-timeout", metavar="S", type=float, dest="http_header_timeout_s",
+                       help="seconds a client has to send a request's headers (default 10)")
+    serve.add_argument("--http-body-timeout", metavar="S", type=float, dest="http_body_timeout_s",
+                       help="seconds a client has to send a request's body (default 10)")
+    serve.add_argument("--max-http-connections", metavar="N", type=_non_negative,
+                       help="open HTTP connections at most (default 0: from the open-files limit)")
     serve.add_argument(
         "--no-keyframe-cache",
         dest="keyframe_cache",
@@ -259,6 +269,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "token_secret": args.token_secret,
         "viewer_token_required": args.viewer_token_required,
         "max_sessions": args.max_sessions,
+        "max_unconnected_per_source": args.max_unconnected_per_source,
+        "max_unconnected": args.max_unconnected,
+        "http_header_timeout_s": args.http_header_timeout_s,
+        "http_body_timeout_s": args.http_body_timeout_s,
+        "max_http_connections": args.max_http_connections,
         "keyframe_cache": args.keyframe_cache,
         "udp_gso": args.udp_gso,
         "overload_queue_delay_ms": args.overload_queue_delay_ms,

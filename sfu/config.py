@@ -95,6 +95,16 @@ class Config:
     webhook_viewer_events: bool = True  # viewer.joined / viewer.left (off for big shows)
     webhook_queue_size: int = 1000  # events waiting for delivery; beyond it new events are dropped (counted)
     metrics_stream_labels: int = 0  # /metrics: per-stream gauges for this many most-watched streams (0 = none)
+    # floods (docs/security.md "Floods and leaks"): WHEP sessions waiting for their first ICE check,
+    # per client address and in total (0 = no bound), and how long they may wait (sfu/core/admission.py)
+    max_unconnected_per_source: int = 128
+    max_unconnected: int = 1024
+    unconnected_timeout_s: float = 10.0
+    # slow HTTP clients (sfu/io/http_guard.py): request headers and bodies must arrive within these,
+    # and at most this many HTTP connections are open (0 = from the open-files limit)
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
+    max_http_connections: int = 0
 
     @classmethod
     def for_tests(cls) -> Config:
@@ -126,6 +136,12 @@ class Config:
         for name in ("max_sessions", "max_viewers_per_stream"):
             if getattr(self, name) < 0:
                 raise fail(name, ">= 0 (0 = no limit)")
+        for name in ("max_unconnected_per_source", "max_unconnected", "max_http_connections"):
+            if getattr(self, name) < 0:
+                raise fail(name, ">= 0 (0 = no bound)" if name != "max_http_connections" else ">= 0 (0 = automatic)")
+        for name in ("unconnected_timeout_s", "http_header_timeout_s", "http_body_timeout_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise fail(name, "in (0, 3600] seconds")
         if self.max_body_bytes < 1024:
             raise fail("max_body_bytes", ">= 1024")
         if not self.whep_wait_timeout > 0:

@@ -60,6 +60,12 @@ class PreconditionFailed(SfuError):
     status = 412
 
 
+class RequestTimeout(SfuError):
+    """The request's body did not arrive in time (`http_body_timeout_s`)."""
+
+    status = 408
+
+
 class PayloadTooLarge(SfuError):
     status = 413
 

@@ -6,6 +6,7 @@ collector turns them into samples when `/metrics` is scraped.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from prometheus_client import CollectorRegistry
@@ -98,6 +99,7 @@ class ServerCollector:
         live = GaugeMetricFamily("sfu_live_streams", "Streams with a publisher")
         live.add_metric([], sum(1 for st in manager.streams.values() if st.live))
         yield live
+        yield from _process(self.server)
         yield from _viewer_layers(manager)
 
 
@@ -184,6 +186,31 @@ def _per_stream(manager, limit: int):
         bitrate.add_metric(["other"], other_b)
     yield viewers
     yield bitrate
+
+
+def _process(server):
+    """What a leak would show first: asyncio tasks, HTTP connections, unconnected sessions."""
+    try:
+        tasks = len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the server's loop (a test calling collect())
+        tasks = 0
+    gauge = GaugeMetricFamily("sfu_asyncio_tasks", "asyncio tasks alive in the server's event loop")
+    gauge.add_metric([], tasks)
+    yield gauge
+    guard = getattr(server, "http_guard", None)
+    if guard is not None:
+        yield from guard.metrics()
+    admission = getattr(server.manager, "admission", None)
+    if admission is not None:
+        waiting = GaugeMetricFamily("sfu_unconnected_sessions", "Sessions created by a POST and not yet "
+                                    "connected (no valid ICE check yet)")
+        waiting.add_metric([], len(admission))
+        yield waiting
+        refused = CounterMetricFamily("sfu_unconnected_refused", "POSTs refused (503) at the bound on "
+                                      "unconnected sessions, by reason", labels=["reason"])
+        for reason, count in admission.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def register_server_metrics(registry: CollectorRegistry, server) -> None:

@@ -59,7 +59,9 @@ async def spawn_server(http_port: int = 0, udp_port: int = 0, extra_args: list[s
     argv = [
         sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", str(http_port),
         "--udp-port", str(udp_port), "--public-ip", "127.0.0.1", f"--token-secret={secret}",  # = : a secret may start with "-"
-        "--log-level", "warning", *(extra_args or []),
+        "--log-level", "warning",
+        "--max-unconnected-per-source", "0",  # every load viewer joins from this one address
+        *(extra_args or []),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}  # no user configuration
     log = tempfile.NamedTemporaryFile(prefix="sfu-bench-server-", suffix=".log", delete=False)

@@ -26,6 +26,10 @@ CONNECT_TIMEOUT_S = 20.0  # no valid check at all since creation: the client nev
 CONSENT_TIMEOUT_S = 20.0  # RFC 7675 §5.1: consent expires 30 s after the last response at
 # the latest; browsers check every ~0.5-2.5 s, so 20 s of silence means gone
 
+MAX_ADDRESSES = 16  # remote addresses alive at once per peer: a browser checks from a handful;
+# an attacker with its own session's credentials, from every source port it has (or can spoof),
+# would otherwise grow this peer's tables, and the router's, without bound (docs/security.md)
+
 Address = tuple  # (host, port) or asyncio's IPv6 4-tuple
 
 
@@ -115,6 +119,9 @@ class IceLite:
             # RFC 8445 §7.3.1.1: both sides controlled; a lite agent cannot take control
             self.drops["role-conflict"] += 1
             return stun.binding_error(request, stun.ROLE_CONFLICT, "Role Conflict", creds.local_pwd)
+        if addr not in self._last_valid and len(self._last_valid) >= MAX_ADDRESSES:
+            self.drops["too-many-addresses"] += 1  # until one of them lapses (consent_timeout)
+            return None
         if creds is self._creds:
             self._previous = None
         self._last_valid[addr] = now

@@ -38,6 +38,14 @@ class AddressValidated:
 
 
 @dataclass(frozen=True)
+class AddressForgotten:
+    """A validated address's consent lapsed: stop accepting datagrams from it (a new valid check
+    validates it again)."""
+
+    addr: Address
+
+
+@dataclass(frozen=True)
 class PathChanged:
     """Media to this peer now goes to `addr` (selected by ICE and proven to receive what we
     send); None: nowhere, the path's consent lapsed and no other address is proven yet."""
@@ -180,6 +188,9 @@ class Peer:
                 self._out.append((data, self.path))
         self.closed = reason
         self._events.append(Closed(reason))
+        # the endpoint's owner (this peer, or the session that holds it) refers back to the
+        # endpoint: drop the link so a closed session is freed by reference counting at once
+        self.endpoint.owner = None
 
     # -- outputs -------------------------------------------------------------------------------
 
@@ -215,6 +226,8 @@ class Peer:
                 self.close(f"ice: {event.reason}", 0.0)
         for known in [a for a in self._validated if not self.ice.address_is_known(plain_address(a))]:
             self.consent.forget(known)  # consent lapsed: prove it again before media goes there
+            self._validated.discard(known)  # and pass a check again before anything is accepted
+            self._events.append(AddressForgotten(known))
             if known == self.path:
                 self.path = None  # no media to an address whose consent lapsed
                 self._events.append(PathChanged(None))

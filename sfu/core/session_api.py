@@ -59,10 +59,12 @@ class SessionApi(Protocol):
         """Call `listener(stream)` whenever a stream goes live (a publisher's session was created)."""
         ...
 
-    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str],
+                   *, source: str | None = None) -> Created:
         """WHEP POST, second step (after `admit_viewer` and any wait); `options` are the query
-        parameters (e.g. `layer=`, `max_height=`). Raises Conflict + retry_after for a stream that is
-        not live (any more), BadRequest / Unprocessable."""
+        parameters (e.g. `layer=`, `max_height=`); `source` the client's address (None: unknown).
+        Raises Conflict + retry_after for a stream that is not live (any more), Overloaded +
+        retry_after at the bound on sessions not connected yet, BadRequest / Unprocessable."""
         ...
 
     async def delete(self, kind: str, stream: str, session_id: str) -> bool:

@@ -33,10 +33,11 @@ from .session_api import Created, Patched
 from ..wire import rtcp
 from ..wire.sdp import parse_sdpfrag
 from ..wire.stun import is_binding_request, peek_username
+from .admission import RETRY_AFTER_S as UNCONNECTED_RETRY_AFTER_S, UnconnectedSessions
 from .certificate import CertificateStore
 from . import events as ev
 from .negotiation import LocalTransport, answer_publish, answer_subscribe
-from .peer import AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
+from .peer import AddressForgotten, AddressValidated, Closed, Connected, PathChanged, Peer, new_ice_credentials
 from .repair import Repair
 from .rtcp_legs import RtcpLegs
 from .quality import Quality
@@ -123,6 +124,10 @@ class SessionManager:
         self.quality = Quality(self)  # join times, loss, RTT, jitter, freezes (core/quality.py)
         self.repair = Repair(self)  # NACK/RTX on both legs, keyframe cache (core/repair.py)
         self.rtcp = RtcpLegs(self)  # RTCP from both legs, and our reports on them (core/rtcp_legs.py)
+        # WHEP sessions with no ICE check yet: bounded per source and in total, freed when stale
+        self.admission = UnconnectedSessions(getattr(config, "max_unconnected_per_source", 0),
+                                             getattr(config, "max_unconnected", 0),
+                                             getattr(config, "unconnected_timeout_s", 10.0))
         self.on_wakeup: Callable[[], None] | None = None
         # called between sessions in the timer sweeps: the shell forwards waiting media there
         # (sfu.io.udp.MediaPort.poll_media), so a sweep over many sessions never holds media back
@@ -223,14 +228,20 @@ class SessionManager:
         self.counters["rejected-not-live"] += 1
         return Conflict(f"stream {stream!r} did not go live in time", retry_after=NOT_LIVE_RETRY_AFTER_S)
 
-    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str],
+                   *, source: str | None = None) -> Created:
         """A WHEP POST's second step, after `admit_viewer` (and the wait it asked for): the viewer
         session. Conflict if the stream is not live (its publisher left before a waiting request
-        resumed)."""
+        resumed); Overloaded at the bound on unconnected sessions from `source` (the client's
+        address) or in total (core/admission.py)."""
         st = self.streams.get(stream)
         if st is None or not st.live:
             raise Conflict(f"stream {stream!r} is not live", retry_after=NOT_LIVE_RETRY_AFTER_S)
         now = self.clock()
+        client = source  # (`source` is reused below for the stream's tracks)
+        if (refused := self.admission.refusal(client, now)) is not None:
+            self.counters[f"rejected-{refused}"] += 1
+            raise Overloaded(f"too many sessions waiting to connect ({refused})", retry_after=UNCONNECTED_RETRY_AFTER_S)
         session_id = secrets.token_urlsafe(12)
         ufrag_pwd = self._fresh_credentials()
         specs = [t.spec for t in st.tracks]
@@ -254,6 +265,7 @@ class SessionManager:
         self.quality.viewer_created(session, now)
         self.repair.on_viewer_created(session)
         self._register(session, now)
+        self.admission.opened(session_id, client, now)
         self._attach_viewer(session)
         self.counters["view-sessions"] += 1
         return Created(session_id, answer.sdp, session.etag)
@@ -481,6 +493,10 @@ class SessionManager:
         for event in peer.take_events():
             if isinstance(event, AddressValidated):
                 self.router.map_address(event.addr, peer.endpoint)
+                self.admission.connected(session.id)
+            elif isinstance(event, AddressForgotten):  # consent lapsed: its entry goes (bounded table)
+                if self.router.endpoint_for(event.addr) is peer.endpoint:
+                    self.router.unmap_address(event.addr)
             elif isinstance(event, PathChanged):
                 self.router.set_path(peer.endpoint, event.addr)
                 self.counters["path-changes" if event.addr is not None else "path-lapsed"] += 1
@@ -604,6 +620,8 @@ class SessionManager:
         deadline = min(deadline, self._next_report)
         if self._timers:
             deadline = min(deadline, self._timers[0][0])
+        if (unconnected := self.admission.next_deadline()) is not None:
+            deadline = min(deadline, unconnected)
         repair = self.repair.next_deadline()
         if repair is not None:
             deadline = min(deadline, repair)
@@ -613,6 +631,10 @@ class SessionManager:
         return deadline
 
     def handle_timer(self, now: float) -> None:
+        for session_id in self.admission.expired(now):  # no ICE check in time: free it now
+            if (stale := self.sessions.get(session_id)) is not None:
+                self.counters["unconnected-expired"] += 1
+                self._close_session(stale, f"no ICE check within {self.admission.timeout_s:g} s", now)
         while self._timers and self._timers[0][0] <= now:
             _, _, session_id = heapq.heappop(self._timers)
             session = self.sessions.get(session_id)
@@ -680,6 +702,7 @@ class SessionManager:
                 self.router.unmap_address(addr)
         self.router.set_path(session.peer.endpoint, None)
         self.sessions.pop(session.id, None)
+        self.admission.closed(session.id)
         if self.by_ufrag.get(session.peer.local_ufrag) is session:
             del self.by_ufrag[session.peer.local_ufrag]
         st = session.stream
@@ -694,6 +717,7 @@ class SessionManager:
         else:
             for sub in session.subscriptions:
                 sub.detach()
+                sub.out.owner = None  # the OutTrack <-> Subscription cycle (see Peer.close)
             st.viewers.discard(session)
             self.events.emit(ev.ViewerLeft(now, st.name, session.handle, reason))
         if st.publisher is None and not st.viewers:

@@ -23,6 +23,7 @@ address the request arrived on when there is no `Host` (HTTP/1.0).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ipaddress
 import json
@@ -44,6 +45,7 @@ from ..errors import (
     ClientGone,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     SfuError,
     UnsupportedMediaType,
 )
@@ -248,10 +250,14 @@ def build_app(
             raise _rejection(PayloadTooLarge, too_large, "body_too_large")
         body = bytearray()
         try:
-            async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-                body += chunk
-                if len(body) > limit:  # chunked uploads, a Content-Length that lied, a gzip bomb
-                    raise _rejection(PayloadTooLarge, too_large, "body_too_large")
+            async with asyncio.timeout(config.http_body_timeout_s):  # a slow body holds a connection
+                async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+                    body += chunk
+                    if len(body) > limit:  # chunked uploads, a Content-Length that lied, a gzip bomb
+                        raise _rejection(PayloadTooLarge, too_large, "body_too_large")
+        except TimeoutError:
+            raise _rejection(RequestTimeout, f"body not received within {config.http_body_timeout_s:g} s",
+                             "body_timeout") from None
         except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as e:
             # a corrupt Content-Encoding, a body shorter than its Content-Length, a bad chunk; or
             # the connection closed mid-body (aiohttp hands the reader ConnectionResetError)
@@ -304,7 +310,7 @@ def build_app(
             wait_s = api.admit_viewer(stream)
             if wait_s is not None and not await live.wait(stream, wait_s):
                 raise api.live_wait_expired(stream)
-            created = await api.view(stream, offer, participant, dict(request.query))
+            created = await api.view(stream, offer, participant, dict(request.query), source=request.remote)
         headers = CIMultiDict(
             {
                 "Content-Type": SDP,

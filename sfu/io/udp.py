@@ -42,6 +42,11 @@ CONTROL_SHARE = 0.5  # ... unless the last drain took longer: then this share of
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux; Python 3.11 does not name it
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+# control datagrams waiting for Python, at most: a flood of STUN-looking junk from anywhere arrives
+# faster than Python handles it and the queue grew without bound (docs/security.md "Floods and
+# leaks"); past this, datagrams from addresses no session has validated are dropped first (counted
+# as "control-queue-full" in the manager's counters), then any. 8192 is ~40 ms of Python work.
+MAX_CONTROL_QUEUE = 8192
 
 
 def open_media_socket(host: str, port: int, ipv6: bool) -> socket.socket:
@@ -130,7 +135,18 @@ class MediaPort:
         self._drained_at = time.perf_counter()
         self._poll_after = max(MEDIA_POLL_BUDGET_S, (self._drained_at - started) * CONTROL_SHARE)
         if slow:
+            if len(self._slow) + len(slow) > MAX_CONTROL_QUEUE:
+                slow = self._shed(slow)
             self._slow.extend(slow)
+
+    def _shed(self, slow: list[tuple]) -> list[tuple]:
+        """The queue is full: keep what comes from known endpoints while there is room for it."""
+        room = MAX_CONTROL_QUEUE - len(self._slow)
+        known = [item for item in slow if item[1] is not None or item[0] == _fastpath.KIND_LOSS]
+        kept = known[:max(0, room)]
+        if self.manager is not None:
+            self.manager.counters["control-queue-full"] += len(slow) - len(kept)
+        return kept
 
     def poll_media(self) -> None:
         """Called between units of Python work: drain the socket if Python had its share."""

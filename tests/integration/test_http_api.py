@@ -66,7 +66,8 @@ class FakeApi:
     def live_wait_expired(self, stream: str) -> SfuError:
         return Conflict("did not go live in time", retry_after=2)
 
-    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str]) -> Created:
+    async def view(self, stream: str, offer_sdp: str, participant: str | None, options: Mapping[str, str],
+                   *, source: str | None = None) -> Created:
         self.calls.append(("view", stream, offer_sdp, participant, dict(options)))
         return self._create("whep", stream)
 
