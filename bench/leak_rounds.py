@@ -24,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+from benchlib import admin_headers, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLE_TIMEOUT_S = 60.0  # sessions must be gone by then (expiry is ~21 s)
@@ -61,21 +61,6 @@ def own_class_counts() -> Counter[str]:
         if isinstance(module, str) and module.startswith(("sfu", "OpenSSL")):
             counts[f"{module}.{type(obj).__qualname__}"] += 1
     return counts
-
-
-def admin_headers(secret: str) -> dict[str, str]:
-    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
-    try:
-        from sfu.keys import KeySet
-    except ImportError:
-        return {}
-    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def post_round(http: aiohttp.ClientSession, url: str, offer: str, n: int) -> list[str]:

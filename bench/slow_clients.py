@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from benchlib import admin_headers
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -36,15 +37,6 @@ def proc_sample(pid: int) -> dict[str, float]:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     return {"rss_mib": round(rss / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd"))}
-
-
-def admin_headers(secret: str) -> dict[str, str]:
-    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
-    try:
-        from sfu.keys import KeySet
-    except ImportError:
-        return {}
-    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
 
 
 async def probe(url: str) -> float | None:

@@ -27,12 +27,12 @@ import os
 import random
 import re
 import secrets
-import socket
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+from benchlib import admin_headers, free_port
 
 MAX_DURATION_S = 4 * 3600
 MAX_VIEWERS = 200
@@ -53,21 +53,6 @@ def proc_sample(pid: int) -> dict[str, float]:
 def metric(text: str, name: str) -> float | None:
     match = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
     return float(match.group(1)) if match else None
-
-
-def admin_headers(secret: str) -> dict[str, str]:
-    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
-    try:
-        from sfu.keys import KeySet
-    except ImportError:
-        return {}
-    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from benchlib import admin_headers, free_port
 
 MAX_FLOOD_S = 120.0
 STUN_MAGIC = 0x2112A442
@@ -146,21 +147,6 @@ async def attacker_checks(base: str) -> list[bytes]:
     pwd = re.search(r"a=ice-pwd:(\S+)", answer).group(1)  # type: ignore[union-attr]
     return [stun.binding_request(f"{ufrag}:{attacker._ice_ufrag}", pwd, use_candidate=False,
                                  priority=1, controlling=True, tie_breaker=1)[1] for _ in range(256)]
-
-
-def admin_headers(secret: str) -> dict[str, str]:
-    """The admin credential that /api/stats and /metrics need (a server from before it needs none)."""
-    try:
-        from sfu.keys import KeySet
-    except ImportError:
-        return {}
-    return {"Authorization": f"Bearer {KeySet([('default', secret)]).mint('*', admin=True)}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def run(args: argparse.Namespace) -> dict:

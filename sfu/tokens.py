@@ -70,15 +70,23 @@ def mint(
     now: float | None = None,
 ) -> str:
     """A signed token; `ValueError` for no capability, a bad stream pattern or a TTL outside (0, 14 d]."""
-    if not (publish or subscribe):
+    caps = [c for c, on in ((PUBLISH, publish), (SUBSCRIBE, subscribe)) if on]
+    if not caps:
         raise ValueError("a token needs at least one capability (publish or subscribe)")
+    return jwt.encode(claims_for(stream, caps, ttl_s, participant, now), _key(secret), algorithm=ALGORITHM)
+
+
+def claims_for(
+    stream: str, caps: list[str], ttl_s: float, participant: str | None, now: float | None
+) -> dict[str, object]:
+    """The claims of a new token (`mint`, and `sfu.keys.KeySet.mint` which adds a token id);
+    `ValueError` for a bad stream pattern or a TTL outside (0, 14 d]."""
     if not _STREAM_PATTERN.fullmatch(stream):
         raise ValueError(f"stream {stream!r} must be 1-128 of A-Z a-z 0-9 . _ ~ - and the wildcard *")
     if not 0 < ttl_s <= MAX_TTL_S:
         raise ValueError(f"token lifetime must be between 1 s and 14 d, got {ttl_s} s")
     iat = int(time.time() if now is None else now)
-    caps = [c for c, on in ((PUBLISH, publish), (SUBSCRIBE, subscribe)) if on]
-    claims = {
+    return {
         "sub": participant or f"p-{secrets.token_hex(6)}",
         "stream": stream,
         "caps": caps,
@@ -86,7 +94,6 @@ def mint(
         "exp": iat + int(ttl_s),
         "iss": ISSUER,
     }
-    return jwt.encode(claims, _key(secret), algorithm=ALGORITHM)
 
 
 def verify(secret: str | bytes, token: str | None, stream: str, capability: str, now: float | None = None) -> Claims:
