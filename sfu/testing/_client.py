@@ -30,6 +30,7 @@ ICE_CHECK_INTERVAL_S = 0.05  # pacing of checks until a pair succeeds (RFC 8445 
 CONSENT_INTERVAL_S = 2.5  # consent freshness on the selected pair (RFC 7675 §5.1: ~5 s or less)
 EXTRA_CHECK_INTERVAL_S = 0.5  # browsers keep checking their other pairs about this often
 CONNECT_TIMEOUT_S = 10.0
+EARLY_SRTP_MAX = 64  # SRTP datagrams kept while the DTLS handshake finishes on our side
 TRANSACTION_TTL_S = 5.0  # forget unanswered check transactions after this
 WAIT_POLL_S = 0.01  # wait_for re-evaluates its predicate this often
 # RFC 8445 §5.1.2.1 priority of our peer-reflexive candidates: type preference 110
@@ -161,6 +162,7 @@ class _Client:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = float("inf")
         self._closed = False
+        self._early_srtp: list[tuple[int, bytes, tuple[str, int]]] = []  # SRTP before the keys
 
     # --- signalling ---------------------------------------------------------------------
 
@@ -459,6 +461,9 @@ class _Client:
                 self._tx = make_srtp(self.srtp_profile, keys.local_key, keys.local_salt, outbound=True)
                 self._rx = make_srtp(self.srtp_profile, keys.remote_key, keys.remote_salt, outbound=False)
                 self._on_connected(now)
+                early, self._early_srtp = self._early_srtp, []
+                for index, data, addr in early:  # media that overtook the handshake's last flight
+                    self._datagram(index, data, addr)
                 if self._connected is not None and not self._connected.done():
                     self._connected.set_result(None)
                 self._arm(now)
@@ -502,6 +507,12 @@ class _Client:
         sock = self._socket_stats[index]
         if 127 < first < 192:
             if self._rx is None:
+                # The server's media can overtake the last DTLS flight (it is connected as soon as
+                # our Finished arrives): keep a few packets for when the keys are there, as
+                # browsers' SRTP transports do, rather than lose the keyframe that starts a stream.
+                if len(self._early_srtp) < EARLY_SRTP_MAX:
+                    self._early_srtp.append((index, data, addr))
+                    return
                 sock.dropped += 1
                 self._count_drop("srtp-not-ready")
                 return

@@ -74,18 +74,48 @@ class Loopback:
         return getattr(self._server, name)
 
 
-async def settled_frames(viewer: Any, timeout: float = 10.0) -> dict[str, Any]:
-    """The viewer's stats once framesDecoded has not changed for SETTLE_S."""
+class LastViewerStats:
+    """Polls the page's stats in the background and keeps the last ones that had video: the watch
+    page closes its connection within a second of the show ending (the publisher's DELETE at
+    exit), after which it has no stats to give."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+        self.stats: dict[str, Any] | None = None
+        self._task = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            stats = await self.viewer.stats()
+            if stats and stats["video"]:
+                self.stats = stats
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+async def settled_frames(viewer: Any, seen: dict[str, Any] | None, timeout: float = 10.0) -> dict[str, Any]:
+    """The viewer's stats once framesDecoded has not changed for SETTLE_S, or, once the page has
+    closed its connection, the last stats it had with video (`seen`, then what this loop saw)."""
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
         stats = await viewer.stats()
+        if stats and stats["video"]:
+            seen = stats
+        elif seen is not None:
+            return seen  # the page closed its connection: what it had decoded by then
         frames = stats["video"]["framesDecoded"] if stats and stats["video"] else None
         if frames != last:
             last, since = frames, time.monotonic()
-        elif time.monotonic() - since >= SETTLE_S:
+        elif time.monotonic() - since >= SETTLE_S and stats and stats["video"]:
             return stats
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     raise E2EFailure(f"framesDecoded still changing after {timeout:.0f} s (last {last})")
 
 
@@ -124,9 +154,13 @@ async def test_lossy_publisher_link_viewer_decodes_99_percent(context, net_serve
         await netns.add_link_loss(LOSS_PERCENT, net_server.udp_port)
         await wait_for(viewer, VIDEO_DECODED, what="first decoded frame")
         assert publisher.proc is not None
-        stats = await last_stats_until_exit(net_server, publisher.proc, PUBLISH_S + 15)
+        watching = LastViewerStats(viewer)
+        try:
+            stats = await last_stats_until_exit(net_server, publisher.proc, PUBLISH_S + 15)
+        finally:
+            await watching.stop()
         from_server, to_server = await netns.loss_dropped_each()
-    end = await settled_frames(viewer)
+    end = await settled_frames(viewer, watching.stats)
     assert publisher.frames is not None and publisher.keyframes, publisher.stderr
     keys_decoded = end["video"]["keyFramesDecoded"]
     assert 0 < keys_decoded <= len(publisher.keyframes), (keys_decoded, publisher.keyframes)
