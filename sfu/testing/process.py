@@ -35,7 +35,7 @@ class ServeProcess:
     async def __aenter__(self) -> ServeProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sfu", "serve", "--http-host", "127.0.0.1", "--http-port", "0",
-            "--udp-port", "0", "--public-ip", "127.0.0.1", "--token-secret", self.secret, *self.flags,
+            "--udp-port", "0", "--public-ip", "127.0.0.1", f"--token-secret={self.secret}", *self.flags,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if self.keep_log else asyncio.subprocess.DEVNULL,
             env={**os.environ, "SFU_UDP_HOST": "127.0.0.1", "SFU_UDP_IPV6": "false"},
@@ -45,8 +45,8 @@ class ServeProcess:
         assert self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)).decode()
         match = re.search(r"HTTP on (https?://\S+),", line)
-        if match is None:
-            raise RuntimeError(f"sfu serve did not start: {line!r} {self.log_lines[-5:]}")
+        if match is None:  # (a secret starting with "-" once made argparse refuse it: hence `=`)
+            raise RuntimeError(f"sfu serve did not start (exit {self.proc.returncode}): {line!r} {self.log_lines[-5:]}")
         self.http_url = match.group(1)
         return self
 
