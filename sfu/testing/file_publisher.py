@@ -215,7 +215,7 @@ class FilePublisher(PacketPublisher):
             self._send_packet(stream, track.frames[index][1], ts, stream.frames == 0)
             stream.frames += 1
             return
-        max_payload = media.MAX_RTP_PACKET - 12 - len(self._extension_template(stream))
+        max_payload = media.MAX_RTP_PACKET - 12 - len(self._extension(stream, count_twcc=False))
         frame = track.rtp_frame(index)
         keyframe = track.frames[index][2]
         if track.codec == "H264":

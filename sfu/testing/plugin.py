@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 C = TypeVar("C")
+H = TypeVar("H", bound="ClientHandle[Any]")
 
 STAGE_CALL_TIMEOUT_S = 60.0  # no stage call should take longer; a hung one fails the test
 STOP_TIMEOUT_S = 10.0  # per client / server at teardown
@@ -420,6 +421,20 @@ class _Clients:
         self.handles.clear()
         return errors
 
+    def start(self, handle: H, wait: bool) -> H:
+        """Keep `handle` for teardown, start it, and (with `wait`) wait until it is connected."""
+        self.handles.append(handle)
+        handle._begin()
+        if wait:
+            handle.wait_connected()
+        return handle
+
+    def teardown(self, fixture: str) -> None:
+        """Stop every client; a failure to stop fails the test that made them."""
+        errors = self.stop_all()
+        if errors:
+            pytest.fail(f"{fixture} teardown: {errors}", pytrace=False)
+
 
 # ---------------------------------------------------------------------------------------
 # fixtures
@@ -503,17 +518,10 @@ def sfu_publisher(request: pytest.FixtureRequest, sfu_server: StageServer, _sfu_
             from sfu.testing.publisher import PacketPublisher
 
             client = PacketPublisher(target.whip_url(stream), token, **kwargs)
-        handle = PublisherHandle(_sfu_stage, client)
-        clients.handles.append(handle)
-        handle._begin()
-        if wait:
-            handle.wait_connected()
-        return handle
+        return clients.start(PublisherHandle(_sfu_stage, client), wait)
 
     yield make
-    errors = clients.stop_all()
-    if errors:
-        pytest.fail(f"sfu_publisher teardown: {errors}", pytrace=False)
+    clients.teardown("sfu_publisher")
 
 
 @pytest.fixture
@@ -534,17 +542,10 @@ def sfu_viewer(request: pytest.FixtureRequest, sfu_server: StageServer, _sfu_sta
         kwargs.setdefault("wait_for_publisher", DEFAULT_WAIT_FOR_PUBLISHER_S)
         if token is None and getattr(getattr(target, "config", None), "viewer_token_required", False):
             token = target.token(stream, subscribe=True)
-        handle = ViewerHandle(_sfu_stage, PacketViewer(target.whep_url(stream), token, **kwargs))
-        clients.handles.append(handle)
-        handle._begin()
-        if wait:
-            handle.wait_connected()
-        return handle
+        return clients.start(ViewerHandle(_sfu_stage, PacketViewer(target.whep_url(stream), token, **kwargs)), wait)
 
     yield make
-    errors = clients.stop_all()
-    if errors:
-        pytest.fail(f"sfu_viewer teardown: {errors}", pytrace=False)
+    clients.teardown("sfu_viewer")
 
 
 @pytest.fixture

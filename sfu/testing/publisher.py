@@ -204,7 +204,9 @@ class PacketPublisher(_Client):
             self._next_sr = now + SENDER_REPORT_INTERVAL_S
         return min(deadline, self._next_sr)
 
-    def _extension(self, stream: _SendStream) -> bytes:
+    def _extension(self, stream: _SendStream, count_twcc: bool = True) -> bytes:
+        """The packet's header extensions (mid, rid, transport-wide sequence number); with
+        `count_twcc=False` a template of the same size that takes no sequence number."""
         ids = self._ext_ids.get(stream.kind, {})
         elements = []
         if EXT_MID in ids and stream.mid:
@@ -212,8 +214,9 @@ class PacketPublisher(_Client):
         if EXT_RID in ids and stream.layer is not None and stream.layer.rid:
             elements.append((ids[EXT_RID], stream.layer.rid.encode()))
         if EXT_TWCC in ids:
-            self._twcc_seq = (self._twcc_seq + 1) & 0xFFFF
-            elements.append((ids[EXT_TWCC], self._twcc_seq.to_bytes(2, "big")))
+            if count_twcc:
+                self._twcc_seq = (self._twcc_seq + 1) & 0xFFFF
+            elements.append((ids[EXT_TWCC], self._twcc_seq.to_bytes(2, "big") if count_twcc else b"\x00\x00"))
         return media.one_byte_extensions(elements) if elements else b""
 
     def _send_packet(self, stream: _SendStream, payload: bytes, ts: int, marker: bool) -> None:
@@ -249,7 +252,7 @@ class PacketPublisher(_Client):
             stream.keyframes += 1
         ts = stream.ts_base + int(stream.frames * VIDEO_CLOCK / self.fps)
         probe = media.probe(time.monotonic_ns(), stream.frames, layer.index)
-        header_len = 12 + len(self._extension_template(stream))
+        header_len = 12 + len(self._extension(stream, count_twcc=False))
         frame_bytes = max(1, layer.bitrate // 8 // max(1, int(self.fps)))
         max_payload = media.MAX_RTP_PACKET - header_len
         if stream.codec == "H264":
@@ -268,17 +271,6 @@ class PacketPublisher(_Client):
         for index, payload in enumerate(payloads):
             self._send_packet(stream, payload, ts, index == last)
         stream.frames += 1
-
-    def _extension_template(self, stream: _SendStream) -> bytes:
-        ids = self._ext_ids.get(stream.kind, {})
-        elements = []
-        if EXT_MID in ids and stream.mid:
-            elements.append((ids[EXT_MID], stream.mid.encode()))
-        if EXT_RID in ids and stream.layer is not None and stream.layer.rid:
-            elements.append((ids[EXT_RID], stream.layer.rid.encode()))
-        if EXT_TWCC in ids:
-            elements.append((ids[EXT_TWCC], b"\x00\x00"))
-        return media.one_byte_extensions(elements) if elements else b""
 
     def _send_audio_packet(self, stream: _SendStream) -> None:
         ts = stream.ts_base + stream.frames * int(AUDIO_CLOCK * AUDIO_PTIME_S)
